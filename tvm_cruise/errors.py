@@ -1,0 +1,43 @@
+"""Exception classes. Every message names what is wrong, why, and how to fix it."""
+
+from __future__ import annotations
+
+
+class CruiseError(Exception):
+    """Base class of every error tvm-cruise raises on purpose."""
+
+
+class UnknownTargetError(CruiseError, ValueError):
+    """A target name or host description that tvm-cruise does not know."""
+
+
+class UnknownModelError(CruiseError, ValueError):
+    """A reference-model name that is not bundled."""
+
+
+class ModelLoadError(CruiseError, ValueError):
+    """The model could not be read or imported (format, unsupported op, bad file)."""
+
+
+class UnsupportedOpError(ModelLoadError):
+    """The model uses an operator the importer cannot convert."""
+
+
+class InputMismatchError(CruiseError, ValueError):
+    """Inputs given to a compiled model do not match its signature."""
+
+
+class ArtifactError(CruiseError, ValueError):
+    """A file is not a tvm-cruise artifact, or was built by an incompatible version."""
+
+
+class BuildError(CruiseError, RuntimeError):
+    """Compilation or export failed for a reason the user can act on."""
+
+
+class DependencyError(CruiseError, RuntimeError):
+    """An installed dependency has a version known to break tvm-cruise."""
+
+
+class SpecError(CruiseError, ValueError):
+    """An accelerator spec file is malformed or inconsistent."""
