@@ -1,0 +1,170 @@
+"""Accelerator specs: one JSON file per accelerator, loaded into a frozen, validated object.
+
+The spec file is the single source of truth for an accelerator's hardware parameters and
+capabilities. Shared code reads these attributes; it never branches on an accelerator name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..errors import SpecError
+
+SPEC_VERSION = 1
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+_KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+KNOWN_DTYPES = ("int8", "float16")
+KNOWN_OPS = ("conv2d", "dense", "matmul", "pool2d", "elementwise", "activation", "concat",
+             "resize")
+_REQUIRED_HARDWARE = ("mac_array", "clock_mhz", "sram_bytes", "dma_bytes_per_cycle")
+
+
+def _freeze(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_freeze(v) for v in value)
+    return value
+
+
+def _thaw(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class AcceleratorSpec:
+    """An accelerator described as data.
+
+    Attributes
+    ----------
+    name : str
+        User-facing name, also the target and pipeline name (``"cruise-npu"``).
+    key : str
+        Identifier used as the TVM target key, pattern prefix and runtime prefix
+        (``"cruise_npu"``).
+    hardware : Mapping
+        ``mac_array`` [rows, cols], ``clock_mhz``, ``sram_bytes``, ``dma_bytes_per_cycle``
+        and any later fields (the simulator reads them).
+    dtypes : Mapping
+        Data types the MAC array computes, with their accumulator type.
+    ops : Mapping
+        Operator families the accelerator executes, each with its limits.
+    source : str
+        Where the spec was read from (for error messages).
+    """
+
+    name: str
+    key: str
+    description: str
+    hardware: Mapping[str, Any]
+    dtypes: Mapping[str, Any]
+    ops: Mapping[str, Any]
+    spec_version: int = SPEC_VERSION
+    source: str = field(default="<memory>", compare=False)
+
+    def __post_init__(self):
+        where = f"accelerator spec {self.source}"
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise SpecError(f"{where}: name {self.name!r} must be lower-case letters, digits "
+                            "and '-', starting with a letter (e.g. 'cruise-npu')")
+        if not isinstance(self.key, str) or not _KEY_RE.match(self.key):
+            raise SpecError(f"{where}: key {self.key!r} must be a Python-style identifier in "
+                            "lower case (e.g. 'cruise_npu'); it prefixes patterns and runtime "
+                            "functions")
+        if self.spec_version != SPEC_VERSION:
+            raise SpecError(f"{where}: spec_version {self.spec_version} is not supported by "
+                            f"this tvm-cruise (it reads version {SPEC_VERSION}); upgrade "
+                            "tvm-cruise or rewrite the spec")
+        missing = [k for k in _REQUIRED_HARDWARE if k not in self.hardware]
+        if missing:
+            raise SpecError(f"{where}: hardware is missing {', '.join(missing)}")
+        mac = self.hardware["mac_array"]
+        if (not isinstance(mac, (list, tuple)) or len(mac) != 2
+                or not all(isinstance(v, int) and v > 0 for v in mac)):
+            raise SpecError(f"{where}: hardware.mac_array must be [rows, cols] of positive "
+                            f"integers, got {_thaw(mac)!r}")
+        for k in ("clock_mhz", "sram_bytes", "dma_bytes_per_cycle"):
+            v = self.hardware[k]
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+                raise SpecError(f"{where}: hardware.{k} must be a positive number, got {v!r}")
+        unknown = sorted(set(self.dtypes) - set(KNOWN_DTYPES))
+        if unknown or not self.dtypes:
+            raise SpecError(f"{where}: dtypes must be a non-empty subset of "
+                            f"{list(KNOWN_DTYPES)}, got {sorted(self.dtypes)}")
+        unknown = sorted(set(self.ops) - set(KNOWN_OPS))
+        if unknown:
+            raise SpecError(f"{where}: unknown op families {unknown}; known ones are "
+                            f"{list(KNOWN_OPS)}")
+        object.__setattr__(self, "hardware", _freeze(dict(self.hardware)))
+        object.__setattr__(self, "dtypes", _freeze(dict(self.dtypes)))
+        object.__setattr__(self, "ops", _freeze(dict(self.ops)))
+
+    # -- derived figures -------------------------------------------------------------
+    @property
+    def macs_per_cycle(self) -> int:
+        rows, cols = self.hardware["mac_array"]
+        return rows * cols
+
+    def to_dict(self) -> dict:
+        """The spec as plain JSON data (what the file holds)."""
+        return {
+            "name": self.name,
+            "key": self.key,
+            "description": self.description,
+            "spec_version": self.spec_version,
+            "hardware": _thaw(self.hardware),
+            "dtypes": _thaw(self.dtypes),
+            "ops": _thaw(self.ops),
+        }
+
+    @property
+    def spec_hash(self) -> str:
+        """sha256 of the canonical JSON of the spec: stamps programs and tuning records."""
+        canon = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()
+
+    # -- loading ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "<memory>") -> "AcceleratorSpec":
+        if not isinstance(data, Mapping):
+            raise SpecError(f"accelerator spec {source}: expected a JSON object, got "
+                            f"{type(data).__name__}")
+        allowed = {"name", "key", "description", "spec_version", "hardware", "dtypes", "ops"}
+        extra = sorted(set(data) - allowed)
+        if extra:
+            raise SpecError(f"accelerator spec {source}: unknown fields {extra}; allowed: "
+                            f"{sorted(allowed)}")
+        missing = sorted({"name", "key", "hardware", "dtypes", "ops"} - set(data))
+        if missing:
+            raise SpecError(f"accelerator spec {source}: missing fields {missing}")
+        return cls(
+            name=data["name"],
+            key=data["key"],
+            description=data.get("description", ""),
+            hardware=data["hardware"],
+            dtypes=data["dtypes"],
+            ops=data["ops"],
+            spec_version=data.get("spec_version", SPEC_VERSION),
+            source=source,
+        )
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "AcceleratorSpec":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"accelerator spec {path} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise SpecError(f"accelerator spec {path} is not valid JSON: {err}") from None
+        return cls.from_dict(data, source=str(path))
