@@ -1,0 +1,100 @@
+"""Reference models shipped with the package (plain PyTorch, seeded, no downloads).
+
+>>> from tvm_cruise import models
+>>> model, inputs = models.get("perception-cnn")
+>>> model(*inputs).shape
+torch.Size([1, 128, 16, 32])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UnknownModelError
+
+
+@dataclass(frozen=True)
+class ReferenceModel:
+    name: str
+    description: str
+    input_shape: tuple[int, ...]
+    seed: int
+
+    def build(self):
+        """The seeded ``torch.nn.Module`` in eval mode."""
+        from . import zoo
+
+        cls = {
+            "perception-cnn": zoo.PerceptionCNN,
+            "resnet18": zoo.ResNet18,
+            "transformer": zoo.TransformerEncoder,
+        }[self.name]
+        return zoo.seeded(cls, self.input_shape, self.seed)
+
+    def example_inputs(self, seed: int | None = None):
+        """A tuple with one seeded N(0, 1) float32 input tensor of the model's shape."""
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed + 7 if seed is None else seed)
+        return (torch.randn(self.input_shape, generator=gen),)
+
+
+REFERENCE_MODELS: dict[str, ReferenceModel] = {
+    m.name: m
+    for m in (
+        ReferenceModel(
+            "perception-cnn",
+            "camera backbone: five conv3x3+BN+ReLU, strides 2-1-2-1-2, 1x3x128x256",
+            (1, 3, 128, 256),
+            seed=11,
+        ),
+        ReferenceModel("resnet18", "ResNet-18 classifier, 1x3x224x224, 1000 classes",
+                       (1, 3, 224, 224), seed=18),
+        ReferenceModel(
+            "transformer",
+            "4-layer transformer encoder, d_model 256, 4 heads, ff 1024, seq 128",
+            (1, 128, 256),
+            seed=4,
+        ),
+    )
+}
+
+
+def names() -> list[str]:
+    return list(REFERENCE_MODELS)
+
+
+def info(name: str) -> ReferenceModel:
+    try:
+        return REFERENCE_MODELS[name]
+    except KeyError:
+        raise UnknownModelError(
+            f"unknown reference model {name!r}; the bundled ones are: "
+            f"{', '.join(REFERENCE_MODELS)} (or pass a path to a .onnx or .pt2 file)"
+        ) from None
+
+
+def get(name: str):
+    """Return ``(torch_module, example_inputs)`` for a bundled reference model."""
+    ref = info(name)
+    return ref.build(), ref.example_inputs()
+
+
+def export_onnx(name: str, path, opset: int = 18) -> str:
+    """Export a bundled model to one self-contained ``.onnx`` file (input ``x``, output ``y``)."""
+    import logging
+
+    import torch
+
+    model, inputs = get(name)
+    # torch's exporter warns once per torchvision op it cannot register; not ours to show.
+    onnx_log = logging.getLogger("torch.onnx")
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
+    try:
+        torch.onnx.export(model, inputs, str(path), input_names=["x"], output_names=["y"],
+                          opset_version=opset, dynamo=True, external_data=False,
+                          verbose=False)
+    finally:
+        onnx_log.setLevel(level)
+    return str(path)
