@@ -1,0 +1,114 @@
+"""``tvm_cruise.build``: model in, deployable ``CompiledModel`` out.
+
+The call is shaped like Relay's old ``relay.build(mod, target=..., params=...)``; weights
+are bound at import, so there is no ``params``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Mapping, Sequence
+
+from . import __version__
+from ._compat import installed_version
+from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
+from .env import logger
+from .frontend import ImportedModel, load_model, op_counts
+from .pipeline import (accelerator_stage, count_kernels, finalize_passes, legalize_passes,
+                       library_dispatch_passes, prepare_passes, run_passes)
+from .runtime import CompiledModel
+from .targets import resolve_target
+
+
+def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
+          input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
+          cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
+          name: str | None = None,
+          check_cuda: bool | None = None) -> CompiledModel:
+    """Compile a model for a tvm-cruise target.
+
+    Parameters
+    ----------
+    model
+        Anything :func:`tvm_cruise.load_model` accepts (torch module, ``.pt2``, ``.onnx``,
+        ``onnx.ModelProto``, Relax ``IRModule``, reference-model name), or its result.
+    target
+        A name from :func:`tvm_cruise.list_targets` (``"cruise-npu"``, ``"llvm"``, ...), a
+        ``tvm.target.Target``, a target dict, or an old ``"llvm -mcpu=..."`` string.
+    example_inputs, input_shapes
+        Fix the input shapes (see :func:`tvm_cruise.load_model`).
+    host
+        The CPU side: default this machine's CPU; e.g. ``{"kind": "llvm", "mtriple":
+        "aarch64-linux-gnu", "mcpu": "cortex-a78"}`` for a car's CPU (export as ``.tar``
+        when no cross-linker exists).
+    cuda_arch
+        GPU architecture of ``-cuda`` targets (default ``sm_87``, NVIDIA Orin).
+    tuning_logs
+        Tuning-log directories to apply (a path or a list) on top of the records shipped
+        with the package and those in ``TVM_CRUISE_TUNING_LOGS``; ``False``: none at all.
+    shipped_logs
+        ``False`` skips the records shipped with the package.
+    name
+        Model name recorded in the artifact.
+    check_cuda
+        For CUDA hosts, compile the generated CUDA with ``nvcc`` for ``cuda_arch`` (TVM
+        keeps CUDA as source, so this is the only proof it compiles). Default: when nvcc
+        exists.
+
+    Examples
+    --------
+    >>> import tvm_cruise
+    >>> art = tvm_cruise.build("perception-cnn", target="cruise-npu")   # doctest: +SKIP
+    >>> art.run(**art.random_inputs()).shape                             # doctest: +SKIP
+    (1, 128, 16, 32)
+    """
+    import tvm
+    import tvm_ffi
+
+    from .autotune import open_database, resolve_log_dirs
+
+    resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
+    imported = model if isinstance(model, ImportedModel) else load_model(
+        model, example_inputs, input_shapes=input_shapes, name=name)
+    tvm_target = resolved.tvm_target
+    log_dirs, use_shipped = resolve_log_dirs(tuning_logs, shipped_logs)
+    database, opened = open_database(log_dirs, use_shipped)
+
+    with tvm_target:
+        mod = run_passes(imported.mod, prepare_passes())
+        mod, stage = accelerator_stage(mod, resolved.accelerator)
+        scope = database if database is not None else contextlib.nullcontext()
+        with scope:
+            mod = run_passes(mod, library_dispatch_passes(tvm_target)
+                             + legalize_passes(database))
+        total, tuned = count_kernels(mod)
+        metadata = {
+            "format": {"name": FORMAT_NAME, "version": list(FORMAT_VERSION)},
+            "versions": {"tvm_cruise": __version__, "tvm": tvm.__version__,
+                         "tvm_ffi": installed_version("apache-tvm-ffi")},
+            "model": {"name": imported.name, "source_format": imported.source_format,
+                      "ops": op_counts(imported.mod),
+                      "ir_hash": f"{tvm_ffi.structural_hash(imported.mod) & (2**64 - 1):016x}"},
+            "target": {"name": resolved.name, "host_kind": resolved.target.host_kind,
+                       "accelerator": resolved.accelerator.name if resolved.accelerator else None,
+                       "host": resolved.host_config, "config": resolved.config},
+            "inputs": [i.to_dict() for i in imported.inputs],
+            "outputs": [o.to_dict() for o in imported.outputs],
+            "accelerator": stage.to_dict(),
+            "placement": None,
+            "tuning": {"host_kernels": total, "tuned_kernels": tuned, "logs": opened,
+                       "shipped_logs": use_shipped},
+            "extensions": {},
+        }
+        mod = attach_metadata(mod, metadata)
+        mod = run_passes(mod, finalize_passes(tvm_target))
+    executable = tvm.relax.build(mod, tvm_target, relax_pipeline=None)
+    logger.info("built %s for %s: %d/%d host kernels tuned", imported.name, resolved.name,
+                tuned, total)
+    compiled = CompiledModel(executable, metadata)
+    if resolved.target.is_cuda:
+        from . import cuda
+
+        if check_cuda or (check_cuda is None and cuda.find_nvcc() is not None):
+            cuda.compile_check(compiled)
+    return compiled

@@ -1,0 +1,157 @@
+"""Relax pipelines: how a model is prepared, split and lowered for one target.
+
+The same stage functions serve ``tvm_cruise.build`` and the pipelines registered with TVM,
+so ``tvm.compile(mod, target="cruise-npu", relax_pipeline="cruise-npu")`` compiles exactly
+what ``tvm_cruise.build`` compiles (minus the embedded artifact metadata). Tuning jobs call
+``prepare_passes`` too: MetaSchedule matches records by the structural hash of the TIR, so
+a tuned module must be prepared the same way as the module being built.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import tvm
+from tvm import relax
+
+from .errors import BuildError
+from .targets import AcceleratorSpec, accelerators, list_targets
+
+
+def prepare_passes() -> list:
+    """Inference simplifications every build runs first (before any partitioning)."""
+    return [
+        relax.transform.DecomposeOpsForInference(),
+        relax.transform.CanonicalizeBindings(),
+        relax.transform.FoldConstant(),
+    ]
+
+
+@dataclass
+class AcceleratorStage:
+    """What the accelerator stage did to a module; recorded in the artifact."""
+
+    accelerator: str | None
+    spec_hash: str | None
+    offloaded_functions: int = 0
+    note: str = ""
+    programs: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
+                "offloaded_functions": self.offloaded_functions, "note": self.note,
+                "programs": list(self.programs)}
+
+
+def accelerator_stage(mod, spec: AcceleratorSpec | None):
+    """Split ``mod`` between ``spec``'s accelerator and the host.
+
+    No NPU program compiler exists yet, so every operator stays on the host; the stage
+    records that honestly so the artifact format does not change when the codegen lands.
+    """
+    if spec is None:
+        return mod, AcceleratorStage(None, None, note="host-only target")
+    return mod, AcceleratorStage(
+        spec.name, spec.spec_hash,
+        note="NPU program compiler not implemented yet: every operator runs on the host")
+
+
+def legalize_passes(database=None) -> list:
+    """Lower Relax ops to TIR, fuse them, and apply tuned schedules from ``database``."""
+    passes = [
+        relax.transform.LegalizeOps(),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    if database is not None:
+        passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
+    return passes
+
+
+def finalize_passes(target) -> list:
+    """Default schedules for what is untuned (GPU), then the Relax VM lowering.
+
+    Written out rather than taken from ``relax.pipeline.*_passes(target)``, whose CPU
+    branch is broken in TVM 0.27 (``cpu_generic`` does not export its pass lists).
+    """
+    passes = []
+    gpu = "gpu" in target.keys
+    if gpu:
+        from tvm.s_tir import dlight as dl
+
+        # A GPU kernel without a schedule does not compile at all (unbound threads).
+        passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(),
+                                              dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
+                                              dl.gpu.Fallback()))
+    t = relax.transform
+    passes += [t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
+               t.CallTIRRewrite(), t.StaticPlanBlockMemory()]
+    if gpu:
+        passes.append(t.RewriteCUDAGraph())
+    passes += [t.LowerAllocTensor(), t.KillAfterLastUse(), t.LowerRuntimeBuiltin(),
+               t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol()]
+    return passes
+
+
+def library_dispatch_passes(target) -> list:  # noqa: ARG001 - same for every host kind
+    return [relax.backend.DispatchSampling(), relax.backend.DispatchSortScan()]
+
+
+def run_passes(mod, passes):
+    return tvm.transform.Sequential(passes)(mod) if passes else mod
+
+
+def count_kernels(mod) -> tuple[int, int]:
+    """``(total, tuned)`` TIR kernels; tuned ones carry MetaSchedule's scheduled mark."""
+    total = tuned = 0
+    for _, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            total += 1
+            if func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False)):
+                tuned += 1
+    return total, tuned
+
+
+def _accelerator_for_target(target, spec: AcceleratorSpec) -> None:
+    """Refuse a pipeline/target pair that names two different accelerators."""
+    others = [s for s in accelerators().values() if s.key in target.keys and s is not spec]
+    if others:
+        raise BuildError(
+            f"relax_pipeline={spec.name!r} but the target is for accelerator "
+            f"{others[0].name!r}; use relax_pipeline={others[0].name!r} or target="
+            f"{spec.name!r}"
+        )
+
+
+def make_pipeline(spec: AcceleratorSpec | None):
+    """A Relax pipeline for ``spec`` (``None``: host only) on the target in scope."""
+
+    @tvm.transform.module_pass(opt_level=0, name=f"tvm_cruise.{spec.key if spec else 'host'}")
+    def _pipeline(mod, _ctx):
+        target = tvm.target.Target.current()
+        if target is None:
+            raise BuildError(
+                "the tvm-cruise pipeline needs a target in scope; call "
+                "tvm.compile(mod, target='cruise-npu', relax_pipeline='cruise-npu')")
+        if spec is not None:
+            _accelerator_for_target(target, spec)
+        from tvm.s_tir import meta_schedule as ms
+
+        database = ms.database.Database.current()
+        mod = run_passes(mod, prepare_passes())
+        mod, _ = accelerator_stage(mod, spec)
+        mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes(database))
+        return run_passes(mod, finalize_passes(target))
+
+    return _pipeline
+
+
+def register_pipelines() -> None:
+    """Register a Relax pipeline under every accelerator target name (idempotent)."""
+    for cruise in list_targets():
+        if cruise.accelerator is None or cruise.name in relax.pipeline.PIPELINE_MAP:
+            continue
+        spec = cruise.accelerator
+        relax.register_pipeline(cruise.name)(lambda spec=spec: make_pipeline(spec))
