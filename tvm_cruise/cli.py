@@ -1,0 +1,232 @@
+"""The ``tvm-cruise`` command line.
+
+    tvm-cruise targets                      list targets
+    tvm-cruise models                       list bundled reference models
+    tvm-cruise export-onnx resnet18 -o r.onnx
+    tvm-cruise compile MODEL --target cruise-npu -o model.so
+    tvm-cruise run model.so [--inputs in.npz] [--save out.npz] [--repeat 20]
+    tvm-cruise inspect model.so [--json]
+    tvm-cruise demo
+    tvm-cruise env                          environment variables and their values
+
+MODEL is a bundled model name, a .onnx file or a .pt2 file. Errors print one line naming
+the problem and the fix, and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+EXIT_USAGE = 2
+
+
+def _parse_shape(text: str) -> tuple[str, list[int]]:
+    name, sep, dims = text.partition("=")
+    try:
+        if not sep or not name:
+            raise ValueError
+        return name, [int(d) for d in dims.lower().split("x")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--input-shape {text!r} must look like NAME=1x3x224x224") from None
+
+
+def _cmd_targets(args) -> int:
+    from . import list_targets
+
+    rows = [(t.name, t.host_kind, t.accelerator.name if t.accelerator else "-", t.description)
+            for t in list_targets()]
+    if args.json:
+        print(json.dumps([dict(zip(("name", "host", "accelerator", "description"), r))
+                          for r in rows], indent=2))
+        return 0
+    width = max(len(r[0]) for r in rows)
+    for name, host, _, desc in rows:
+        print(f"{name:<{width}}  [{host:4}]  {desc}")
+    return 0
+
+
+def _cmd_models(_args) -> int:
+    from .models import REFERENCE_MODELS
+
+    width = max(map(len, REFERENCE_MODELS))
+    for ref in REFERENCE_MODELS.values():
+        print(f"{ref.name:<{width}}  {ref.description}")
+    return 0
+
+
+def _cmd_export_onnx(args) -> int:
+    from .models import export_onnx
+
+    path = export_onnx(args.model, args.output or f"{args.model}.onnx")
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_compile(args) -> int:
+    from . import build
+
+    shapes = dict(args.input_shape) if args.input_shape else None
+    art = build(args.model, target=args.target, host=args.host, cuda_arch=args.cuda_arch,
+                input_shapes=shapes, tuning_logs=args.tuning_logs,
+                shipped_logs=not args.no_shipped_logs)
+    output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
+    art.export_library(output)
+    print(art.describe())
+    print(f"wrote {output}")
+    return 0
+
+
+def _load_inputs(art, path: str | None, seed: int) -> dict:
+    from .errors import InputMismatchError
+
+    if path is None:
+        return art.random_inputs(seed)
+    try:
+        data = np.load(path)
+    except (OSError, ValueError) as err:
+        raise InputMismatchError(f"--inputs {path}: not a readable .npz file ({err}); write one "
+                                 "with numpy.savez(path, input_name=array)") from None
+    names = [i.name for i in art.input_info]
+    keys = list(data.keys())
+    if set(keys) == set(names):
+        return {k: data[k] for k in names}
+    positional = [f"arr_{i}" for i in range(len(names))]
+    if keys == positional:
+        return dict(zip(names, (data[k] for k in positional)))
+    raise InputMismatchError(f"--inputs {path} holds arrays {keys} but the model's inputs are "
+                             f"{names}; save them under those names")
+
+
+def _cmd_run(args) -> int:
+    from . import load
+
+    art = load(args.artifact)
+    inputs = _load_inputs(art, args.inputs, args.seed)
+    outs = art.run(**inputs)
+    outs = outs if isinstance(outs, list) else [outs]
+    print(f"ran {art!r}" + ("" if args.inputs else f" on seeded random inputs (seed {args.seed})"))
+    for info, out in zip(art.output_info, outs):
+        print(f"  {info.name}: {out.dtype}{list(out.shape)}  min {out.min():.4g}  "
+              f"max {out.max():.4g}  mean {out.mean():.4g}")
+    if args.save:
+        np.savez(args.save, **{i.name: o for i, o in zip(art.output_info, outs)})
+        print(f"wrote {args.save}")
+    if args.repeat:
+        t = art.time_run(**inputs, repeat=args.repeat)
+        print(f"  measured wall time on this machine: min {t['min_ms']:.2f} ms, median "
+              f"{t['median_ms']:.2f} ms over {t['runs']} runs")
+    return 0
+
+
+def _cmd_inspect(args) -> int:
+    from . import read_metadata
+    from .artifact import describe
+
+    meta = read_metadata(args.artifact)
+    print(json.dumps(meta, indent=2, sort_keys=True) if args.json else describe(meta))
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(model=args.model, target=args.target, repeat=args.repeat)
+
+
+def _cmd_env(_args) -> int:
+    from .env import KNOBS
+
+    for knob in KNOBS:
+        print(f"{knob.name}={knob.get()!r}\n    {knob.help}")
+    return 0
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tvm-cruise", description="Compile PyTorch/ONNX models for on-car accelerators "
+        "with Apache TVM.")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v info, -vv debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("targets", help="list targets")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_targets)
+
+    p = sub.add_parser("models", help="list bundled reference models")
+    p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("export-onnx", help="export a bundled reference model to ONNX")
+    p.add_argument("model")
+    p.add_argument("-o", "--output")
+    p.set_defaults(func=_cmd_export_onnx)
+
+    p = sub.add_parser("compile", help="compile a model into an artifact (.so or .tar)")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("-t", "--target", default="cruise-npu", help="see `tvm-cruise targets`")
+    p.add_argument("--host", help="CPU side: 'llvm -mcpu=cortex-a78 -mtriple=aarch64-linux-gnu'"
+                   " or a JSON dict (default: this machine's CPU)")
+    p.add_argument("--cuda-arch", help="GPU arch of -cuda targets (default sm_87)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS",
+                   help="fix a dynamic ONNX input, e.g. input=1x3x224x224 (repeatable)")
+    p.add_argument("--tuning-logs", action="append", metavar="DIR",
+                   help="tuning-log directory to apply (repeatable)")
+    p.add_argument("--no-shipped-logs", action="store_true",
+                   help="do not apply the tuning logs shipped with tvm-cruise")
+    p.add_argument("-o", "--output", help="artifact path (.so or .tar)")
+    p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("run", help="run an artifact")
+    p.add_argument("artifact")
+    p.add_argument("--inputs", help=".npz with one array per input name (default: seeded "
+                   "random inputs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--save", help="write the outputs to this .npz")
+    p.add_argument("--repeat", type=int, default=0,
+                   help="also measure wall time over this many runs")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("inspect", help="print an artifact's metadata (no loading needed)")
+    p.add_argument("artifact")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_inspect)
+
+    p = sub.add_parser("demo", help="compile the perception CNN for cruise-npu, run it, "
+                       "compare with PyTorch")
+    p.add_argument("--model", default="perception-cnn")
+    p.add_argument("-t", "--target", default="cruise-npu")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per system")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("env", help="environment variables tvm-cruise reads")
+    p.set_defaults(func=_cmd_env)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    from . import env
+    from .errors import CruiseError
+
+    if args.quiet:
+        env.configure_logging("error")
+    elif args.verbose:
+        env.configure_logging("debug" if args.verbose > 1 else "info")
+    try:
+        return args.func(args)
+    except CruiseError as err:
+        print(f"tvm-cruise {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
