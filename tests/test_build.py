@@ -1,0 +1,158 @@
+"""Build + run for every host target and reference model, against PyTorch / ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import tvm
+from tvm import relax
+
+import tvm_cruise
+from tvm_cruise.errors import BuildError, InputMismatchError
+
+from conftest import FP32_BOUND, rel_err
+
+HOST_TARGETS = [
+    pytest.param("llvm", marks=pytest.mark.llvm),
+    pytest.param("cruise-npu", marks=pytest.mark.cruise_npu),
+    pytest.param("cruise-npu-lite", marks=pytest.mark.cruise_npu_lite),
+]
+MODELS = ["perception-cnn", "resnet18", "transformer"]
+
+
+@pytest.mark.parametrize("target", HOST_TARGETS)
+@pytest.mark.parametrize("model", MODELS)
+def test_matches_pytorch(built, reference, model, target):
+    _, inputs, ref = reference(model)
+    art = built(model, target)
+    out = art.run(*inputs)
+    assert out.shape == ref.shape and out.dtype == np.float32
+    assert rel_err(out, ref) <= FP32_BOUND
+    assert art.metadata["target"]["name"] == target
+
+
+@pytest.mark.cruise_npu
+@pytest.mark.parametrize("model", MODELS)
+def test_onnx_matches_onnxruntime(onnx_file, reference, model):
+    import onnxruntime as ort
+
+    path = onnx_file(model)
+    _, inputs, _ = reference(model)
+    x = inputs[0].numpy()
+    ref = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    art = tvm_cruise.build(path, target="cruise-npu")
+    assert art.metadata["model"]["source_format"] == "onnx"
+    assert rel_err(art.run(x=x), ref) <= FP32_BOUND
+
+
+def test_reference_outputs_are_order_one(reference):
+    for name in MODELS:
+        _, _, ref = reference(name)
+        assert 0.5 < np.abs(ref).max() < 50, name
+        assert 0.1 < ref.std() < 10, name
+
+
+def test_reference_models_are_seeded():
+    from tvm_cruise import models
+
+    a, _ = models.get("perception-cnn")
+    b, _ = models.get("perception-cnn")
+    for (na, ta), (nb, tb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert na == nb and torch.equal(ta, tb), na
+    bn = a.features[0][1]
+    # Non-trivial statistics: measured on a calibration batch, not the 0/1 defaults.
+    assert bn.running_mean.abs().max() > 1e-2
+    assert (bn.running_var - 1).abs().max() > 1e-2
+
+
+# -- run() ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def two_heads():
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, image, scale):
+            y = torch.relu(self.conv(image)) * scale
+            return y, self.fc(y.mean((2, 3)))
+
+    torch.manual_seed(0)
+    model = TwoHeads().eval()
+    inputs = (torch.randn(1, 3, 8, 8), torch.randn(1, 4, 1, 1))
+    return model, inputs, tvm_cruise.build(model, target="llvm", example_inputs=inputs)
+
+
+def test_run_accepts_torch_numpy_and_names(two_heads):
+    model, (image, scale), art = two_heads
+    with torch.no_grad():
+        ref = [t.numpy() for t in model(image, scale)]
+    for outs in (art.run(image, scale), art.run(image.numpy(), scale.numpy()),
+                 art.run(scale=scale, image=image), art.run(image, scale=scale.numpy())):
+        assert isinstance(outs, list) and len(outs) == 2
+        for out, r in zip(outs, ref):
+            assert rel_err(out, r) <= FP32_BOUND
+    assert [i.name for i in art.input_info] == ["image", "scale"]
+    assert [o.shape for o in art.output_info] == [(1, 4, 8, 8), (1, 2)]
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda a, i, s: a.run(i), "missing inputs \\['scale'\\]"),
+    (lambda a, i, s: a.run(i, s, s), "3 positional inputs given but the model takes 2"),
+    (lambda a, i, s: a.run(i, s, bias=s), "unknown input 'bias'"),
+    (lambda a, i, s: a.run(i, s, image=i), "input 'image' given both by position and by name"),
+    (lambda a, i, s: a.run(i[:, :2], s), "input 'image' has shape \\(1, 2, 8, 8\\) but the "
+                                          "model was compiled for \\(1, 3, 8, 8\\)"),
+    (lambda a, i, s: a.run(i.double(), s), "input 'image' has dtype float64 but the model "
+                                           "expects float32; fix: convert it"),
+    (lambda a, i, s: a.run(object(), s), "input 'image': could not convert"),
+])
+def test_run_input_errors(two_heads, call, message):
+    _, (image, scale), art = two_heads
+    with pytest.raises(InputMismatchError, match=message):
+        call(art, image, scale)
+
+
+def test_random_inputs_and_time_run(two_heads):
+    _, _, art = two_heads
+    inputs = art.random_inputs(seed=3)
+    assert {k: v.shape for k, v in inputs.items()} == {"image": (1, 3, 8, 8), "scale": (1, 4, 1, 1)}
+    np.testing.assert_array_equal(inputs["image"], art.random_inputs(seed=3)["image"])
+    timing = art.time_run(**inputs, repeat=3, warmup=1)
+    assert timing["runs"] == 3 and 0 < timing["min_ms"] <= timing["median_ms"]
+
+
+# -- tvm.compile with the registered pipelines ---------------------------------------------
+@pytest.mark.cruise_npu
+@pytest.mark.parametrize("name", ["cruise-npu", "cruise-npu-lite"])
+def test_tvm_compile_with_registered_pipeline(reference, name):
+    module, inputs, ref = reference("perception-cnn")
+    mod = tvm_cruise.load_model(module, inputs).mod
+    ex = tvm.compile(mod, target=name, relax_pipeline=name)
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(inputs[0].numpy())).numpy()
+    assert rel_err(out, ref) <= FP32_BOUND
+
+
+def test_pipeline_refuses_a_target_for_another_accelerator(reference):
+    module, inputs, _ = reference("perception-cnn")
+    mod = tvm_cruise.load_model(module, inputs).mod
+    with pytest.raises(Exception, match="relax_pipeline='cruise-npu' but the target is for "
+                                        "accelerator 'cruise-npu-lite'"):
+        tvm.compile(mod, target="cruise-npu-lite", relax_pipeline="cruise-npu")
+
+
+def test_build_rejects_missing_tuning_dir(tmp_path):
+    with pytest.raises(BuildError, match="is not a directory"):
+        tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path / "nope")
+
+
+def test_build_records_honest_accelerator_note(built):
+    meta = built("perception-cnn", "cruise-npu").metadata
+    assert meta["accelerator"]["accelerator"] == "cruise-npu"
+    assert meta["accelerator"]["offloaded_functions"] == 0
+    assert "every operator runs on the host" in meta["accelerator"]["note"]
+    assert meta["model"]["ops"]["relax.nn.conv2d"] == 5
+    assert meta["tuning"]["host_kernels"] > 0

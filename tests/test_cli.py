@@ -1,0 +1,96 @@
+"""The tvm-cruise command line, end to end through the installed console script."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+
+def test_targets():
+    proc = run_cli("targets")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert [ln.split()[0] for ln in lines] == ["cruise-npu", "cruise-npu-lite", "cruise-npu-cuda",
+                                              "cruise-npu-lite-cuda", "llvm", "cuda"]
+    as_json = json.loads(run_cli("targets", "--json").stdout)
+    assert as_json[0]["accelerator"] == "cruise-npu" and as_json[4]["accelerator"] == "-"
+
+
+def test_models_and_env():
+    assert "perception-cnn" in run_cli("models").stdout
+    out = run_cli("env").stdout
+    assert "TVM_CRUISE_LOG_LEVEL" in out and "TVM_CRUISE_TUNING_LOGS" in out
+
+
+def test_compile_run_inspect_round_trip(tmp_path):
+    art = tmp_path / "m.so"
+    proc = run_cli("compile", "perception-cnn", "--target", "cruise-npu", "-o", art)
+    assert proc.returncode == 0, proc.stderr
+    assert f"wrote {art}" in proc.stdout and "target    cruise-npu" in proc.stdout
+    proc = run_cli("run", art, "--save", tmp_path / "out.npz", "--repeat", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "seeded random inputs (seed 0)" in proc.stdout
+    assert "relu_4: float32[1, 128, 16, 32]" in proc.stdout
+    assert "measured wall time on this machine" in proc.stdout
+    first = np.load(tmp_path / "out.npz")["relu_4"]
+    # Same seed, same inputs, same outputs; explicit inputs by name give the same too.
+    import tvm_cruise
+
+    x = tvm_cruise.load(art).random_inputs(0)["x"]
+    np.savez(tmp_path / "in.npz", x=x)
+    proc = run_cli("run", art, "--inputs", tmp_path / "in.npz", "--save", tmp_path / "o2.npz")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o2.npz")["relu_4"], first)
+    meta = json.loads(run_cli("inspect", art, "--json").stdout)
+    assert meta["target"]["name"] == "cruise-npu"
+    assert "input     x: float32[1x3x128x256]" in run_cli("inspect", art).stdout
+
+
+def test_compile_onnx_with_legacy_host_string(tmp_path):
+    onnx_path = tmp_path / "p.onnx"
+    proc = run_cli("export-onnx", "perception-cnn", "-o", onnx_path)
+    assert proc.returncode == 0 and onnx_path.is_file(), proc.stderr
+    art = tmp_path / "p.so"
+    proc = run_cli("compile", onnx_path, "--target", "cruise-npu-lite", "--host",
+                   "llvm -mcpu=x86-64-v3 -num-cores=2", "-o", art)
+    assert proc.returncode == 0, proc.stderr
+    assert '"mcpu": "x86-64-v3"' in proc.stdout and "(onnx)" in proc.stdout
+    proc = run_cli("run", art)
+    assert proc.returncode == 0 and "y: float32[1, 128, 16, 32]" in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (("compile", "perception-cnn", "--target", "cruise-nup"),
+     "unknown target 'cruise-nup'; valid targets: cruise-npu, cruise-npu-lite"),
+    (("compile", "mobilenet.onnx"), "neither an existing file nor a bundled model"),
+    (("compile", "perception-cnn", "--host", "llvm -mcpu=pentium-9000"),
+     "not a CPU LLVM knows"),
+    (("run", "nothing.so"), "no such artifact file"),
+    (("export-onnx", "mobilenet"), "unknown reference model 'mobilenet'"),
+])
+def test_errors_are_one_line_with_exit_2(args, message):
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_inputs_file(tmp_path):
+    art = tmp_path / "m.so"
+    assert run_cli("compile", "perception-cnn", "--target", "llvm", "-o", art).returncode == 0
+    np.savez(tmp_path / "wrong.npz", image=np.zeros((1, 3, 128, 256), "float32"))
+    proc = run_cli("run", art, "--inputs", tmp_path / "wrong.npz")
+    assert proc.returncode == 2 and "holds arrays ['image'] but the model's inputs are ['x']" \
+        in proc.stderr
+    (tmp_path / "garbage.npz").write_bytes(b"nope")
+    proc = run_cli("run", art, "--inputs", tmp_path / "garbage.npz")
+    assert proc.returncode == 2 and "not a readable .npz file" in proc.stderr
+
+
+def test_bad_input_shape_flag():
+    proc = run_cli("compile", "perception-cnn", "--input-shape", "x:1x3")
+    assert proc.returncode == 2 and "must look like NAME=1x3x224x224" in proc.stderr

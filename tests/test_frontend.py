@@ -1,0 +1,184 @@
+"""Model import from every supported format, and every import error."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+from tvm import relax
+
+import tvm_cruise
+from tvm_cruise.errors import InputMismatchError, ModelLoadError, UnsupportedOpError
+
+
+class TwoHeads(torch.nn.Module):
+    """A model with two outputs of different shapes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        y = torch.relu(self.conv(x))
+        return y, self.fc(y.mean((2, 3)))
+
+
+def _onnx_relu(dims, op="Relu", opset=17):
+    node = helper.make_node(op, ["x"], ["y"], name=f"{op.lower()}_0")
+    graph = helper.make_graph(
+        [node], "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, dims if op == "Relu" else [])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_reference_model_by_name():
+    imported = tvm_cruise.load_model("perception-cnn")
+    assert [str(i) for i in imported.inputs] == ["x: float32[1x3x128x256]"]
+    assert imported.outputs[0].shape == (1, 128, 16, 32)
+    assert imported.source_format == "pytorch" and imported.name == "perception-cnn"
+
+
+def test_weights_are_bound_constants():
+    imported = tvm_cruise.load_model("perception-cnn")
+    assert [p.name for p in imported.mod["main"].params] == ["x"]
+
+
+def test_torch_module_with_numpy_example_and_two_outputs():
+    imported = tvm_cruise.load_model(TwoHeads(), (np.zeros((1, 3, 8, 8), "float32"),))
+    assert [o.shape for o in imported.outputs] == [(1, 4, 8, 8), (1, 2)]
+
+
+def test_exported_program_and_pt2(tmp_path):
+    ep = torch.export.export(TwoHeads().eval(), (torch.randn(1, 3, 8, 8),))
+    assert tvm_cruise.load_model(ep).outputs[1].shape == (1, 2)
+    path = tmp_path / "two.pt2"
+    torch.export.save(ep, str(path))
+    imported = tvm_cruise.load_model(path)
+    assert imported.name == "two" and imported.outputs[0].shape == (1, 4, 8, 8)
+
+
+def test_relax_irmodule():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2, 3), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.relu(x))
+        bb.emit_func_output(y)
+    imported = tvm_cruise.load_model(bb.get())
+    assert imported.source_format == "relax"
+    assert [str(i) for i in imported.inputs] == ["x: float32[2x3]"]
+
+
+def test_onnx_file_and_proto(onnx_file):
+    path = onnx_file("perception-cnn")
+    from_file = tvm_cruise.load_model(path)
+    from_proto = tvm_cruise.load_model(onnx.load(path))
+    assert from_file.source_format == from_proto.source_format == "onnx"
+    assert [str(i) for i in from_file.inputs] == ["x: float32[1x3x128x256]"]
+    assert from_file.outputs[0].name == "y"
+
+
+def test_onnx_dynamic_dims_need_shapes():
+    model = _onnx_relu(["N", 3])
+    with pytest.raises(ModelLoadError) as info:
+        tvm_cruise.load_model(model)
+    text = str(info.value)
+    assert "dynamic dimensions ['N']" in text
+    assert "input_shapes={'x': [1, 3]}" in text and "--input-shape x=1x3" in text
+    assert tvm_cruise.load_model(model, input_shapes={"x": [4, 3]}).inputs[0].shape == (4, 3)
+    assert tvm_cruise.load_model(model, (np.zeros((2, 3), "float32"),)).inputs[0].shape == (2, 3)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"x": [4, 5]}, "has shape \\['N', 3\\] but \\[4, 5\\] was given"),
+    ({"x": [4]}, "has shape \\['N', 3\\] but \\[4\\] was given"),
+    ({"img": [1, 3]}, "input_shapes names \\['img'\\], which the ONNX model does not have"),
+])
+def test_onnx_shape_mismatch(shapes, message):
+    with pytest.raises(InputMismatchError, match=message):
+        tvm_cruise.load_model(_onnx_relu(["N", 3]), input_shapes=shapes)
+
+
+def test_onnx_unsupported_op_is_named():
+    with pytest.raises(UnsupportedOpError) as info:
+        tvm_cruise.load_model(_onnx_relu([3, 3], op="Det"))
+    assert "ONNX importer cannot convert: Det" in str(info.value)
+    assert "Fix:" in str(info.value)
+
+
+def test_torch_unsupported_op_is_named():
+    class Bessel(torch.nn.Module):
+        def forward(self, x):
+            return torch.special.bessel_j0(x)
+
+    with pytest.raises(UnsupportedOpError, match="special_bessel_j0.default"):
+        tvm_cruise.load_model(Bessel(), (torch.randn(4),))
+
+
+def test_untraceable_torch_module():
+    class DataDependent(torch.nn.Module):
+        def forward(self, x):
+            return x * 2 if x.sum() > 0 else x
+
+    with pytest.raises(ModelLoadError, match="torch.export could not trace DataDependent"):
+        tvm_cruise.load_model(DataDependent(), (torch.randn(4),))
+
+
+def test_torch_module_needs_example_inputs():
+    with pytest.raises(ModelLoadError, match="needs example_inputs.*example_inputs=\\(torch"):
+        tvm_cruise.load_model(TwoHeads())
+
+
+def test_torch_module_rejects_input_shapes():
+    with pytest.raises(InputMismatchError, match="input_shapes is for ONNX models"):
+        tvm_cruise.load_model(TwoHeads(), (torch.randn(1, 3, 8, 8),), input_shapes={"x": [1]})
+
+
+@pytest.mark.parametrize("thing", [42, {"weights": 1}, [torch.randn(2)]])
+def test_not_a_model(thing):
+    with pytest.raises(ModelLoadError) as info:
+        tvm_cruise.load_model(thing)
+    assert "not a model" in str(info.value) and ".onnx file" in str(info.value)
+
+
+def test_missing_file_lists_bundled_models(tmp_path):
+    with pytest.raises(ModelLoadError, match="neither an existing file nor a bundled model.*"
+                                             "perception-cnn, resnet18, transformer"):
+        tvm_cruise.load_model(str(tmp_path / "nope.onnx"))
+
+
+def test_torchscript_suffix_is_explained(tmp_path):
+    path = tmp_path / "model.pt"
+    path.write_bytes(b"\0")
+    with pytest.raises(ModelLoadError, match="unsupported model format '.pt'.*torch.export.save"):
+        tvm_cruise.load_model(path)
+
+
+def test_corrupt_files(tmp_path):
+    bad_onnx = tmp_path / "bad.onnx"
+    bad_onnx.write_bytes(b"this is not protobuf" * 10)
+    with pytest.raises(ModelLoadError, match="bad.onnx"):
+        tvm_cruise.load_model(bad_onnx)
+    bad_pt2 = tmp_path / "bad.pt2"
+    bad_pt2.write_bytes(b"PK\3\4 truncated zip")
+    with pytest.raises(ModelLoadError, match="is not a readable torch.export program"):
+        tvm_cruise.load_model(bad_pt2)
+
+
+def test_irmodule_without_relax_main():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((2,), "float32"))
+    with bb.function("forward", [x]):
+        bb.emit_func_output(x)
+    with pytest.raises(ModelLoadError, match="has no 'main' function"):
+        tvm_cruise.load_model(bb.get())
+
+
+def test_unknown_reference_model():
+    from tvm_cruise import models
+
+    with pytest.raises(tvm_cruise.UnknownModelError, match="the bundled ones are: perception"):
+        models.info("mobilenet")
