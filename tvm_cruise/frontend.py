@@ -145,10 +145,10 @@ def _unsupported(fmt: str, ops: Sequence[str], detail: str) -> UnsupportedOpErro
 
 # --------------------------------------------------------------------------- torch
 def _from_exported_program(ep, name: str) -> ImportedModel:
-    from tvm.relax.frontend.torch import from_exported_program
+    from ._importers import from_exported_program
 
     try:
-        mod = from_exported_program(ep, unwrap_unit_return_tuple=True)
+        mod = from_exported_program(ep)
     except AssertionError as err:
         text = str(err)
         if "Unsupported function types" in text:
@@ -214,7 +214,8 @@ _ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8
 
 def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
     import onnx
-    from tvm.relax.frontend.onnx import from_onnx
+
+    from ._importers import from_onnx
 
     try:
         onnx.checker.check_model(proto)
@@ -267,7 +268,7 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
         shape_dict[inp.name] = dims
         dtype_dict[inp.name] = dtype
     try:
-        mod = from_onnx(proto, shape_dict=shape_dict, dtype_dict=dtype_dict)
+        mod = from_onnx(proto, shape_dict, dtype_dict)
     except Exception as err:
         text = str(err)
         if type(err).__name__ == "OpNotImplemented" or "not supported" in text:
