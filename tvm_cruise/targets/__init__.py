@@ -12,7 +12,6 @@ host targets. Registration with TVM (target tags, Relax pipelines) happens on
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from importlib import resources
@@ -25,7 +24,7 @@ from .spec import AcceleratorSpec
 
 __all__ = [
     "AcceleratorSpec", "CruiseTarget", "ResolvedTarget", "accelerators", "get_accelerator",
-    "list_targets", "get_target", "resolve_target", "default_host", "translate_legacy",
+    "add_accelerator", "list_targets", "get_target", "resolve_target", "default_host", "translate_legacy",
     "DEFAULT_CUDA_ARCH", "host_arch", "build_machine_arch",
 ]
 
@@ -33,18 +32,43 @@ __all__ = [
 DEFAULT_CUDA_ARCH = "sm_87"
 
 
-@functools.lru_cache(maxsize=None)
-def accelerators() -> dict[str, AcceleratorSpec]:
-    """The accelerator specs shipped in ``tvm_cruise/targets/specs`` by name."""
-    specs = {}
+_ACCELERATORS: dict[str, AcceleratorSpec] = {}
+
+
+def _load_shipped() -> None:
+    if _ACCELERATORS:
+        return
     folder = resources.files(__package__).joinpath("specs")
     for entry in sorted(folder.iterdir(), key=lambda p: p.name.rsplit(".", 1)[0]):
         if entry.name.endswith(".json"):
             spec = AcceleratorSpec.from_dict(json.loads(entry.read_text()), source=entry.name)
-            if spec.name in specs:
+            if spec.name in _ACCELERATORS:
                 raise UnknownTargetError(f"two spec files define accelerator {spec.name!r}")
-            specs[spec.name] = spec
-    return specs
+            _ACCELERATORS[spec.name] = spec
+
+
+def accelerators() -> dict[str, AcceleratorSpec]:
+    """The known accelerator specs by name: the shipped ones, then any registered."""
+    _load_shipped()
+    return dict(_ACCELERATORS)
+
+
+def add_accelerator(spec: AcceleratorSpec) -> AcceleratorSpec:
+    """Add ``spec`` to the table (idempotent for an identical spec).
+
+    Use :func:`tvm_cruise.register_accelerator`, which also registers it with TVM.
+    """
+    _load_shipped()
+    known = _ACCELERATORS.get(spec.name)
+    if known is not None and known != spec:
+        raise UnknownTargetError(
+            f"accelerator {spec.name!r} is already registered with a different spec "
+            f"(hash {known.spec_hash[:12]} vs {spec.spec_hash[:12]}); pick another name")
+    clash = [s.name for s in _ACCELERATORS.values() if s.key == spec.key and s.name != spec.name]
+    if clash:
+        raise UnknownTargetError(f"accelerator key {spec.key!r} is already used by {clash[0]!r}")
+    _ACCELERATORS[spec.name] = spec
+    return spec
 
 
 def get_accelerator(name: str) -> AcceleratorSpec:
@@ -114,7 +138,6 @@ class ResolvedTarget:
         return self.target.accelerator
 
 
-@functools.lru_cache(maxsize=None)
 def _targets() -> dict[str, CruiseTarget]:
     table = {}
     for spec in accelerators().values():

@@ -20,8 +20,21 @@ SPEC_VERSION = 1
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 KNOWN_DTYPES = ("int8", "float16")
-KNOWN_OPS = ("conv2d", "dense", "matmul", "pool2d", "elementwise", "activation", "concat",
-             "resize")
+# Operator families an accelerator may list, with the limits each one must state.
+OP_SCHEMA: dict[str, dict[str, Any]] = {
+    "conv2d": {"max_kernel": int, "max_stride": int, "max_dilation": int, "max_padding": int,
+               "depthwise": bool, "grouped": bool},
+    "dense": {"max_rank": int},    # activation x constant weight (+bias, +activation)
+    "matmul": {"max_rank": int},   # activation x activation (attention)
+    "pool2d": {"types": ("max", "avg"), "max_kernel": int, "max_stride": int, "global": bool},
+    "elementwise": {"ops": ("add", "subtract", "multiply", "maximum", "minimum"),
+                    "broadcast": ("none", "channel", "any")},
+    "activation": {"functions": ("relu", "relu6", "clip", "sigmoid", "tanh", "silu", "gelu")},
+    "concat": {"axes": int},
+    "resize": {"methods": ("nearest_neighbor", "linear", "cubic"), "max_scale": int},
+    "reshape": {},                 # contiguous views: reshape, flatten, squeeze, expand_dims
+}
+KNOWN_OPS = tuple(OP_SCHEMA)
 _REQUIRED_HARDWARE = ("mac_array", "clock_mhz", "sram_bytes", "dma_bytes_per_cycle")
 
 
@@ -39,6 +52,34 @@ def _thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_thaw(v) for v in value]
     return value
+
+
+def _check_family(where: str, family: str, limits: Any) -> None:
+    schema = OP_SCHEMA[family]
+    if not isinstance(limits, Mapping):
+        raise SpecError(f"{where}: ops.{family} must be an object of limits, got {limits!r}")
+    missing = sorted(set(schema) - set(limits))
+    extra = sorted(set(limits) - set(schema))
+    if missing or extra:
+        raise SpecError(f"{where}: ops.{family} must state exactly {sorted(schema)}"
+                        + (f"; missing {missing}" if missing else "")
+                        + (f"; unknown {extra}" if extra else ""))
+    for key, kind in schema.items():
+        value = limits[key]
+        if kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+            if key == "axes":
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) for v in value)
+            want = "a positive integer" if key != "axes" else "a list of integers"
+        elif kind is bool:
+            ok, want = isinstance(value, bool), "true or false"
+        elif key in ("broadcast",):
+            ok, want = value in kind, f"one of {list(kind)}"
+        else:
+            ok = isinstance(value, (list, tuple)) and set(value) <= set(kind)
+            want = f"a list drawn from {list(kind)}"
+        if not ok:
+            raise SpecError(f"{where}: ops.{family}.{key} must be {want}, got {_thaw(value)!r}")
 
 
 @dataclass(frozen=True)
@@ -69,6 +110,7 @@ class AcceleratorSpec:
     hardware: Mapping[str, Any]
     dtypes: Mapping[str, Any]
     ops: Mapping[str, Any]
+    max_rank: int = 4
     spec_version: int = SPEC_VERSION
     source: str = field(default="<memory>", compare=False)
 
@@ -105,6 +147,10 @@ class AcceleratorSpec:
         if unknown:
             raise SpecError(f"{where}: unknown op families {unknown}; known ones are "
                             f"{list(KNOWN_OPS)}")
+        for family, limits in self.ops.items():
+            _check_family(where, family, limits)
+        if not isinstance(self.max_rank, int) or self.max_rank < 1:
+            raise SpecError(f"{where}: max_rank must be a positive integer, got {self.max_rank!r}")
         object.__setattr__(self, "hardware", _freeze(dict(self.hardware)))
         object.__setattr__(self, "dtypes", _freeze(dict(self.dtypes)))
         object.__setattr__(self, "ops", _freeze(dict(self.ops)))
@@ -124,6 +170,7 @@ class AcceleratorSpec:
             "spec_version": self.spec_version,
             "hardware": _thaw(self.hardware),
             "dtypes": _thaw(self.dtypes),
+            "max_rank": self.max_rank,
             "ops": _thaw(self.ops),
         }
 
@@ -139,7 +186,8 @@ class AcceleratorSpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"accelerator spec {source}: expected a JSON object, got "
                             f"{type(data).__name__}")
-        allowed = {"name", "key", "description", "spec_version", "hardware", "dtypes", "ops"}
+        allowed = {"name", "key", "description", "spec_version", "hardware", "dtypes", "ops",
+                   "max_rank"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise SpecError(f"accelerator spec {source}: unknown fields {extra}; allowed: "
@@ -154,6 +202,7 @@ class AcceleratorSpec:
             hardware=data["hardware"],
             dtypes=data["dtypes"],
             ops=data["ops"],
+            max_rank=data.get("max_rank", 4),
             spec_version=data.get("spec_version", SPEC_VERSION),
             source=source,
         )
