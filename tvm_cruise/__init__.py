@@ -25,7 +25,7 @@ from .errors import (ArtifactError, BuildError, CruiseError, DependencyError,  #
                      InputMismatchError, ModelLoadError, SpecError, UnknownModelError,
                      UnknownTargetError, UnsupportedOpError)
 from .frontend import ImportedModel, TensorInfo, load_model  # noqa: E402
-from .registration import register  # noqa: E402
+from .registration import register, register_accelerator  # noqa: E402
 from .runtime import CompiledModel, load  # noqa: E402
 from .targets import list_targets  # noqa: E402
 
@@ -33,6 +33,7 @@ register()
 
 __all__ = [
     "__version__", "build", "load", "load_model", "list_targets", "read_metadata", "register",
+    "register_accelerator",
     "CompiledModel", "ImportedModel", "TensorInfo",
     "CruiseError", "ArtifactError", "BuildError", "DependencyError", "InputMismatchError",
     "ModelLoadError", "SpecError", "UnknownModelError", "UnknownTargetError",

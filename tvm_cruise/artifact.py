@@ -154,8 +154,14 @@ def describe(meta: dict) -> str:
     lines += [f"output    {TensorInfo.from_dict(o)}" for o in meta["outputs"]]
     acc = meta.get("accelerator", {})
     if acc.get("accelerator"):
-        lines.append(f"accel     {acc['accelerator']} (spec {acc['spec_hash'][:12]}): "
-                     f"{acc['offloaded_functions']} offloaded functions; {acc['note']}")
+        share = ""
+        if meta.get("placement"):
+            s = meta["placement"]["summary"]
+            share = f", {s['mac_share']:.1%} of MACs"
+        lines.append(f"accel     {acc['accelerator']} (spec {acc['spec_hash'][:12]}, "
+                     f"{acc['precision']}): {acc['offloaded_functions']} offloaded "
+                     f"functions{share}")
+        lines.append(f"          {acc['execution']}")
     tuning = meta.get("tuning", {})
     if tuning:
         lines.append(f"kernels   {tuning['tuned_kernels']}/{tuning['host_kernels']} host kernels "

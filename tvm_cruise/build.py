@@ -13,6 +13,7 @@ from . import __version__
 from ._compat import installed_version
 from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
 from .env import logger
+from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .pipeline import (accelerator_stage, count_kernels, finalize_passes, legalize_passes,
                        library_dispatch_passes, prepare_passes, run_passes)
@@ -23,7 +24,7 @@ from .targets import resolve_target
 def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
-          name: str | None = None,
+          name: str | None = None, precision: str = "fp16", allow_fallback: bool = True,
           check_cuda: bool | None = None) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
@@ -50,6 +51,13 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         ``False`` skips the records shipped with the package.
     name
         Model name recorded in the artifact.
+    precision
+        The accelerator's arithmetic for what it runs: ``"fp16"`` (default; the host stays
+        fp32, casts sit at the boundaries) or ``"fp32"`` (no accelerator computes fp32, so
+        every op then falls back to the host, each with the reason).
+    allow_fallback
+        ``False``: fail with :class:`BuildError` listing every op that would fall back to
+        the host, and why (``tvm-cruise compile --no-fallback``).
     check_cuda
         For CUDA hosts, compile the generated CUDA with ``nvcc`` for ``cuda_arch`` (TVM
         keeps CUDA as source, so this is the only proof it compiles). Default: when nvcc
@@ -76,7 +84,13 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
 
     with tvm_target:
         mod = run_passes(imported.mod, prepare_passes())
-        mod, stage = accelerator_stage(mod, resolved.accelerator)
+        mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
+        if stage.placement is not None and not allow_fallback and stage.placement.host_ops:
+            lines = stage.placement.fallback_lines()
+            raise BuildError(
+                f"{len(lines)} ops of {imported.name} would fall back to the host on "
+                f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
+                + "\n  ".join(lines))
         scope = database if database is not None else contextlib.nullcontext()
         with scope:
             mod = run_passes(mod, library_dispatch_passes(tvm_target)
@@ -95,7 +109,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
             "inputs": [i.to_dict() for i in imported.inputs],
             "outputs": [o.to_dict() for o in imported.outputs],
             "accelerator": stage.to_dict(),
-            "placement": None,
+            "placement": stage.placement.to_dict() if stage.placement is not None else None,
             "tuning": {"host_kernels": total, "tuned_kernels": tuned, "logs": opened,
                        "shipped_logs": use_shipped},
             "extensions": {},

@@ -18,12 +18,26 @@ from .errors import BuildError
 from .targets import AcceleratorSpec, accelerators, list_targets
 
 
+@tvm.transform.module_pass(opt_level=0, name="tvm_cruise.FoldBatchNorm")
+def _fold_batch_norm(mod, _ctx):
+    from .byoc.fold import fold_batch_norm, forward_tuple_items
+
+    return forward_tuple_items(fold_batch_norm(mod))
+
+
 def prepare_passes() -> list:
-    """Inference simplifications every build runs first (before any partitioning)."""
+    """Inference simplifications every build runs first (before any partitioning).
+
+    BatchNorm folds into the preceding conv (or becomes a per-channel scale and shift),
+    so accelerators and the host see the same conv+bias graph.
+    """
     return [
+        relax.transform.FoldConstant(),
+        _fold_batch_norm,
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(["main"]),
     ]
 
 
@@ -33,27 +47,40 @@ class AcceleratorStage:
 
     accelerator: str | None
     spec_hash: str | None
+    precision: str | None = None
     offloaded_functions: int = 0
-    note: str = ""
+    execution: str = ""
     programs: list = field(default_factory=list)
+    placement: object = None  # byoc.PlacementReport
 
     def to_dict(self) -> dict:
         return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
-                "offloaded_functions": self.offloaded_functions, "note": self.note,
-                "programs": list(self.programs)}
+                "precision": self.precision, "offloaded_functions": self.offloaded_functions,
+                "execution": self.execution, "programs": list(self.programs)}
 
 
-def accelerator_stage(mod, spec: AcceleratorSpec | None):
-    """Split ``mod`` between ``spec``'s accelerator and the host.
+def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
+                      model: str = "model"):
+    """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``).
 
-    No NPU program compiler exists yet, so every operator stays on the host; the stage
-    records that honestly so the artifact format does not change when the codegen lands.
+    The offloaded functions compute in the accelerator's precision. No NPU program
+    compiler exists yet, so they then run through the host reference path (inlined back,
+    still in that precision); the artifact says so in ``execution``.
     """
     if spec is None:
-        return mod, AcceleratorStage(None, None, note="host-only target")
-    return mod, AcceleratorStage(
-        spec.name, spec.spec_hash,
-        note="NPU program compiler not implemented yet: every operator runs on the host")
+        return mod, AcceleratorStage(None, None, execution="host-only target")
+    from .byoc.partition import (REFERENCE_PATH_NOTE, accelerator_functions,
+                                 apply_precision, inline_reference, partition)
+
+    merged, report = partition(mod, spec, precision, model)
+    functions = len(accelerator_functions(merged, spec))
+    converted = apply_precision(merged, spec, precision)
+    executed = inline_reference(converted, spec)
+    execution = REFERENCE_PATH_NOTE if functions else "nothing offloaded"
+    report.execution = execution
+    stage = AcceleratorStage(spec.name, spec.spec_hash, precision, functions, execution,
+                             placement=report)
+    return executed, stage
 
 
 def legalize_passes(database=None) -> list:
@@ -81,6 +108,9 @@ def finalize_passes(target) -> list:
     if gpu:
         from tvm.s_tir import dlight as dl
 
+        from ._tvm_workarounds import preload_gpu_tensor_intrinsics
+
+        preload_gpu_tensor_intrinsics()
         # A GPU kernel without a schedule does not compile at all (unbound threads).
         passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(),
                                               dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
@@ -125,7 +155,7 @@ def _accelerator_for_target(target, spec: AcceleratorSpec) -> None:
         )
 
 
-def make_pipeline(spec: AcceleratorSpec | None):
+def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
     """A Relax pipeline for ``spec`` (``None``: host only) on the target in scope."""
 
     @tvm.transform.module_pass(opt_level=0, name=f"tvm_cruise.{spec.key if spec else 'host'}")
@@ -141,7 +171,7 @@ def make_pipeline(spec: AcceleratorSpec | None):
 
         database = ms.database.Database.current()
         mod = run_passes(mod, prepare_passes())
-        mod, _ = accelerator_stage(mod, spec)
+        mod, _ = accelerator_stage(mod, spec, precision)
         mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes(database))
         return run_passes(mod, finalize_passes(target))
 
@@ -149,9 +179,13 @@ def make_pipeline(spec: AcceleratorSpec | None):
 
 
 def register_pipelines() -> None:
-    """Register a Relax pipeline under every accelerator target name (idempotent)."""
+    """Register a Relax pipeline under every accelerator target name (idempotent).
+
+    ``relax.get_pipeline(name, precision="fp32")`` passes options through.
+    """
     for cruise in list_targets():
         if cruise.accelerator is None or cruise.name in relax.pipeline.PIPELINE_MAP:
             continue
         spec = cruise.accelerator
-        relax.register_pipeline(cruise.name)(lambda spec=spec: make_pipeline(spec))
+        relax.register_pipeline(cruise.name)(
+            lambda spec=spec, precision="fp16": make_pipeline(spec, precision))

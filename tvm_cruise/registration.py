@@ -1,20 +1,26 @@
-"""Registration with TVM: target tags and Relax pipelines for every accelerator target.
+"""Registration with TVM: target tags, Relax pipelines and pattern tables.
 
-Called on ``import tvm_cruise``; safe to call again (re-imports, test fixtures).
+``register()`` runs on ``import tvm_cruise`` and is safe to call again (re-imports, test
+fixtures). ``register_accelerator`` adds an accelerator from a spec alone.
 """
 
 from __future__ import annotations
 
+import os
+from typing import Any, Mapping
+
+from .byoc.patterns import register as register_patterns
 from .pipeline import register_pipelines
-from .targets import list_targets
+from .targets import AcceleratorSpec, add_accelerator, list_targets
 
 
 def register() -> list[str]:
-    """Register a TVM target tag and Relax pipeline per accelerator target; return the names.
+    """Register a TVM target tag, Relax pipeline and pattern table per accelerator target.
 
     ``tvm.target.Target("cruise-npu")`` then resolves to the LLVM host of this machine with
     the accelerator's key (``cruise_npu``) first in ``keys``, which is how the pipeline and
     tuning records tell the accelerators apart (a resolved tag prints ``"tag": ""``).
+    Returns the registered target names.
     """
     from tvm.target import tag
 
@@ -23,6 +29,28 @@ def register() -> list[str]:
         if cruise.accelerator is None:
             continue  # "llvm" and "cuda" are TVM target kinds already
         tag.register_tag(cruise.name, cruise.tvm_config(), override=True)
+        register_patterns(cruise.accelerator)
         names.append(cruise.name)
     register_pipelines()
     return names
+
+
+def register_accelerator(spec: AcceleratorSpec | Mapping[str, Any] | str | os.PathLike
+                         ) -> AcceleratorSpec:
+    """Add an accelerator from its spec alone: a spec object, a dict, or a JSON file path.
+
+    Its targets (``<name>``, ``<name>-cuda``), TVM tags, Relax pipelines and pattern table
+    become available at once; no package code changes.
+
+    Examples
+    --------
+    >>> spec = tvm_cruise.register_accelerator("my-npu.json")         # doctest: +SKIP
+    >>> tvm_cruise.build("resnet18", target=spec.name)               # doctest: +SKIP
+    """
+    if isinstance(spec, (str, os.PathLike)):
+        spec = AcceleratorSpec.from_file(spec)
+    elif isinstance(spec, Mapping):
+        spec = AcceleratorSpec.from_dict(spec)
+    add_accelerator(spec)
+    register()
+    return spec

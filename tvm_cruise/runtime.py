@@ -82,8 +82,12 @@ class CompiledModel:
 
     @property
     def placement(self):
-        """Where each operator runs, and why (filled in by the partitioner)."""
-        return self.metadata.get("placement")
+        """Where each operator runs, and why (a ``byoc.PlacementReport``; None for a
+        host-only target)."""
+        from .byoc.report import PlacementReport
+
+        data = self.metadata.get("placement")
+        return PlacementReport.from_dict(data) if data else None
 
     @property
     def is_cuda(self) -> bool:

@@ -1,0 +1,352 @@
+"""Partitioning a Relax module between an accelerator and the host.
+
+``partition(mod, spec, precision)``:
+
+1. tag every operator with an id (its span keeps the user's name for it),
+2. ``FuseOpsByPattern`` with the spec's patterns (from TVM's registry, ``<key>.*``),
+   ``annotate_codegen=False``, then ``MergeCompositeFunctions`` so adjacent offloaded ops
+   form one accelerator function (``Codegen`` = the spec's key),
+3. the placement report, read off the result,
+4. the precision policy: each accelerator function computes in the accelerator dtype
+   (fp16: weights converted to fp16 constants, conv/matmul accumulate in fp32 and round
+   to fp16), with casts at the host/accelerator boundaries.
+
+``inline_reference`` is the **host reference path**: until the NPU program compiler
+exists, the accelerator functions are inlined back and run by the host, still in the
+accelerator's dtype, so outputs reflect the accelerator's precision.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .._importers import SEPARATOR
+from ..errors import BuildError
+from ..targets.spec import AcceleratorSpec
+from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR
+from .patterns import register as register_patterns
+from .report import HOST, OpPlacement, PlacementReport
+from .rewrite import rebuild_function, rebuild_main, substitute
+from .rules import PRECISIONS, DTYPE_BYTES, family_of, macs, static_shape, violations
+
+REFERENCE_PATH_NOTE = ("accelerator functions run through the host reference path (the "
+                       "host computes them in the accelerator's precision) until the NPU "
+                       "program compiler lands")
+_TAG = re.compile(r"^#(\d+)@")
+
+
+# -- op identity -------------------------------------------------------------------------
+def _tagged_span(idx: int, old) -> tvm.ir.Span:
+    text = str(old.source_name.name) if old is not None and old.source_name is not None else ""
+    text = _TAG.sub("", text)
+    return tvm.ir.Span(tvm.ir.SourceName(f"#{idx}@{text}"), 0, 0, 0, 0)
+
+
+def op_id(expr) -> int | None:
+    span = getattr(expr, "span", None)
+    if span is None or span.source_name is None:
+        return None
+    match = _TAG.match(str(span.source_name.name))
+    return int(match.group(1)) if match else None
+
+
+def op_source(expr) -> tuple[str, str]:
+    span = getattr(expr, "span", None)
+    text = _TAG.sub("", str(span.source_name.name)) if span is not None and \
+        span.source_name is not None else ""
+    if SEPARATOR in text:
+        path, node = text.split(SEPARATOR, 1)
+        return path, node
+    return "", text
+
+
+def tag_ops(mod):
+    """Give every operator call in ``main`` a unique id (kept in its span)."""
+    counter = iter(range(1 << 30))
+
+    def rewrite(bb, var, value, bound):
+        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
+            return relax.Call(value.op, value.args, value.attrs, value.ty_args,
+                              span=_tagged_span(next(counter), value.span))
+        return None
+
+    return rebuild_main(mod, rewrite)
+
+
+def _op_calls(func) -> list:
+    calls = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            calls.append(expr)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    return calls
+
+
+# -- partition -------------------------------------------------------------------------------
+def patterns_for(spec: AcceleratorSpec):
+    from tvm.relax.backend.pattern_registry import get_patterns_with_prefix
+
+    register_patterns(spec)
+    table = list(get_patterns_with_prefix(spec.key + "."))
+    if not table:  # TVM returns () for an unknown prefix; never partition with nothing
+        raise BuildError(f"no patterns are registered for accelerator {spec.name!r} "
+                         f"(prefix {spec.key}.); its spec lists ops {list(spec.ops)}")
+    return table
+
+
+def accelerator_functions(mod, spec: AcceleratorSpec) -> list:
+    """GlobalVars of the functions offloaded to ``spec``, in order of first call in main."""
+    order = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.GlobalVar):
+            func = mod[expr.op]
+            if func.attrs is not None and func.attrs.get("Codegen") == spec.key and \
+                    expr.op not in order:
+                order.append(expr.op)
+
+    relax.analysis.post_order_visit(mod["main"].body, visit)
+    return order
+
+
+def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = "model"):
+    """Split ``mod`` for ``spec``: returns ``(partitioned_mod, PlacementReport)``.
+
+    The partitioned module still computes in fp32; see ``apply_precision``.
+    """
+    if precision not in PRECISIONS:
+        raise BuildError(f"precision {precision!r} is not supported; use one of "
+                         f"{', '.join(PRECISIONS)} (int8 needs calibration, which is not "
+                         "available yet)")
+    tagged = tag_ops(mod)
+    token = ACTIVE_PRECISION.set(precision)
+    try:
+        fused = relax.transform.FuseOpsByPattern(
+            patterns_for(spec), bind_constants=True, annotate_codegen=False)(tagged)
+    finally:
+        ACTIVE_PRECISION.reset(token)
+    merged = relax.transform.MergeCompositeFunctions()(fused)
+    report = placement_report(tagged, merged, spec, precision, model)
+    return merged, report
+
+
+def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
+                     model: str) -> PlacementReport:
+    functions = accelerator_functions(merged, spec)
+    where: dict[int, tuple[int, str]] = {}
+    for index, gv in enumerate(functions):
+        def visit(expr, index=index):
+            if isinstance(expr, relax.Function) and expr.attrs is not None and \
+                    OP_IDS_ATTR in expr.attrs:
+                for idx in str(expr.attrs[OP_IDS_ATTR]).split(","):
+                    where[int(idx)] = (index, str(expr.attrs["Composite"]))
+
+        relax.analysis.post_order_visit(merged[gv].body, visit)
+
+    ops = []
+    for call in _op_calls(tagged["main"]):
+        idx = op_id(call)
+        path, node = op_source(call)
+        entry = OpPlacement(id=idx, source=path, node=node, op=call.op.name, device=HOST,
+                            macs=macs(call))
+        if idx in where:
+            entry.device = spec.name
+            entry.function, entry.pattern = where[idx]
+        else:
+            broken = violations(spec, call, precision)
+            if broken:
+                entry.rules = [v.rule for v in broken]
+                entry.reasons = [v.message for v in broken]
+            else:
+                entry.rules = ["no-pattern"]
+                family = family_of(call)
+                entry.reasons = [f"{spec.name}: no {spec.name} pattern covers this "
+                                 f"{call.op.name.replace('relax.', '')}"
+                                 + (f" ({family} runs only in the forms listed in "
+                                    "docs/placement.md)" if family else "")]
+        ops.append(entry)
+    ops.sort(key=lambda o: o.id)
+    return PlacementReport(model=model, accelerator=spec.name, precision=precision, ops=ops,
+                           functions=len(functions),
+                           boundary=_boundary(merged, functions, precision))
+
+
+def _boundary(merged, functions, precision: str) -> dict:
+    """Tensors crossing between host and accelerator, in the accelerator's dtype."""
+    accel = set(functions)
+    main = merged["main"]
+    producers: dict = {}
+    users: dict = {}
+    for block in main.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            producers[binding.var] = value
+            for arg in _var_args(value):
+                users.setdefault(arg, []).append(value)
+    returned = set(_var_args(main.body.body)) | {main.body.body} if isinstance(
+        main.body.body, relax.Var) else set(_var_args(main.body.body))
+
+    def is_accel(value) -> bool:
+        return isinstance(value, relax.Call) and value.op in accel
+
+    def nbytes(var) -> int:
+        ty = var.ty
+        leaves = ty.fields if isinstance(ty, relax.TupleType) else [ty]
+        total = 0
+        for leaf in leaves:
+            shape = static_shape(leaf) if isinstance(leaf, relax.TensorType) else None
+            if shape is not None:
+                dtype = str(leaf.dtype)
+                dtype = PRECISIONS[precision] if dtype == "float32" else dtype
+                total += int(np.prod(shape)) * DTYPE_BYTES.get(dtype, 4)
+        return total
+
+    into = set()
+    out = set()
+    for var, value in producers.items():
+        if is_accel(value):
+            for arg in _var_args(value):
+                if not is_accel(producers.get(arg)):
+                    into.add(arg)
+            if var in returned or any(not is_accel(u) for u in users.get(var, [])):
+                out.add(var)
+    for param in main.params:
+        if any(is_accel(u) for u in users.get(param, [])):
+            into.add(param)
+    return {"tensors": len(into) + len(out), "to_accelerator": len(into), "to_host": len(out),
+            "bytes": sum(nbytes(v) for v in into | out)}
+
+
+def _var_args(expr) -> list:
+    if isinstance(expr, relax.Call):
+        return [a for a in expr.args if isinstance(a, relax.Var)]
+    if isinstance(expr, relax.Tuple):
+        return [f for f in expr.fields if isinstance(f, relax.Var)]
+    if isinstance(expr, relax.TupleGetItem) and isinstance(expr.tuple_value, relax.Var):
+        return [expr.tuple_value]
+    if isinstance(expr, relax.Var):
+        return [expr]
+    return []
+
+
+# -- precision ---------------------------------------------------------------------------------
+def _retype(ty, dtype: str):
+    if isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32":
+        return relax.TensorType(ty.shape, dtype)
+    if isinstance(ty, relax.TupleType):
+        return relax.TupleType([_retype(f, dtype) for f in ty.fields])
+    return ty
+
+
+def _const_to(expr, dtype: str):
+    if isinstance(expr, tvm.ir.expr.Constant) and str(expr.ty.dtype) == "float32":
+        return relax.const(expr.value.numpy().astype(dtype), dtype)
+    return expr
+
+
+def to_dtype(func: relax.Function, dtype: str) -> relax.Function:
+    """``func`` computing in ``dtype``: params, constants and results; MACs accumulate fp32."""
+    params = [relax.Var(p.name, _retype(p.ty, dtype)) for p in func.params]
+
+    def rewrite(bb, var, value, bound):
+        if isinstance(value, relax.Function):
+            return to_dtype(value, dtype)
+        if not isinstance(value, relax.Call):
+            return None
+        args = [_const_to(a, dtype) for a in value.args]
+        name = value.op.name if isinstance(value.op, tvm.ir.Op) else None
+        if name == "relax.nn.conv2d":
+            a = value.attrs
+            acc = relax.op.nn.conv2d(args[0], args[1], strides=a.strides, padding=a.padding,
+                                     dilation=a.dilation, groups=a.groups,
+                                     data_layout=a.data_layout, kernel_layout=a.kernel_layout,
+                                     out_layout=a.out_layout, out_dtype="float32")
+        elif name == "relax.matmul":
+            acc = relax.op.matmul(args[0], args[1], out_dtype="float32")
+        else:
+            return relax.Call(value.op, args, value.attrs, value.ty_args, span=value.span)
+        acc_var = bb.emit(relax.Call(acc.op, acc.args, acc.attrs, acc.ty_args, span=value.span))
+        rounded = relax.op.astype(acc_var, dtype)
+        return relax.Call(rounded.op, rounded.args, rounded.attrs, rounded.ty_args,
+                          span=value.span)
+
+    return rebuild_function(func, rewrite, params=params)
+
+
+def apply_precision(mod, spec: AcceleratorSpec, precision: str):
+    """Convert every accelerator function to the accelerator dtype, casting at boundaries."""
+    dtype = PRECISIONS[precision]
+    functions = accelerator_functions(mod, spec)
+    if dtype == "float32" or not functions:
+        return mod
+    base = mod
+    for gv in functions:
+        base = _without(base, gv)
+    bb = relax.BlockBuilder(base)
+    renamed = {gv: bb.add_func(to_dtype(mod[gv], dtype), gv.name_hint) for gv in functions}
+    new_mod = bb.get()
+
+    def cast(bb2, expr, to):
+        return bb2.emit(relax.op.astype(expr, to))
+
+    def rewrite(bb2, var, value, bound):
+        if not (isinstance(value, relax.Call) and value.op in renamed):
+            return None
+        args = [cast(bb2, a, dtype) if isinstance(a.ty, relax.TensorType)
+                and str(a.ty.dtype) == "float32" else a for a in value.args]
+        result = bb2.emit(relax.Call(renamed[value.op], args))
+        ty = result.ty
+        if isinstance(ty, relax.TupleType):
+            items = [bb2.emit(relax.TupleGetItem(result, i)) for i in range(len(ty.fields))]
+            return relax.Tuple([cast(bb2, it, "float32") if str(f.dtype) == dtype else it
+                                for it, f in zip(items, ty.fields)])
+        return relax.op.astype(result, "float32") if str(ty.dtype) == dtype else result
+
+    out = rebuild_main(new_mod, rewrite)
+    return relax.transform.DeadCodeElimination(["main"])(out)
+
+
+# -- host reference path -----------------------------------------------------------------------
+def _inline(bb, func: relax.Function, args):
+    env = dict(zip(func.params, args))
+    local = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Function):
+                local[binding.var] = value
+                continue
+            value = substitute(value, env)
+            if isinstance(value, relax.Call) and value.op in local:
+                env[binding.var] = _inline(bb, local[value.op], list(value.args))
+                continue
+            env[binding.var] = bb.emit(value)
+    return substitute(func.body.body, env)
+
+
+def inline_reference(mod, spec: AcceleratorSpec):
+    """Inline the accelerator functions back into ``main`` (the host reference path)."""
+    functions = set(accelerator_functions(mod, spec))
+    if not functions:
+        return mod
+
+    def rewrite(bb, var, value, bound):
+        if isinstance(value, relax.Call) and value.op in functions:
+            return _inline(bb, mod[value.op], list(value.args))
+        return None
+
+    out = rebuild_main(mod, rewrite)
+    for gv in functions:
+        out = _without(out, gv)
+    return out
+
+
+def _without(mod, gv):
+    funcs = {g: f for g, f in mod.functions.items() if not g.same_as(gv)}
+    return tvm.IRModule(funcs, attrs=mod.attrs)

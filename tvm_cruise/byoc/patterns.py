@@ -1,0 +1,256 @@
+"""Pattern tables generated from an accelerator spec.
+
+Each op family the spec lists yields the fused patterns an NPU executes as one unit:
+
+- ``conv2d[_bias][_add][_act]`` and ``depthwise_conv2d[...]`` (BN is folded into the conv
+  and its bias first, ``fold.py``; ``add`` is a residual add of another tensor)
+- ``dense[_bias][_act]`` (matmul with a constant weight) and ``matmul`` (two activations)
+- ``pool2d`` (max/avg windows, global average), ``elementwise``, ``activation``,
+  ``concat``, ``resize``, ``reshape``
+
+Activations inside a pattern are only those the spec lists. Every pattern's check runs the
+rules of ``rules.py`` on each op it would fuse, so a pattern never offloads what a rule
+forbids. Composite names are ``<key>.<pattern>`` (``cruise_npu.conv2d_bias_act``).
+Patterns are listed highest priority first (longest fusion first), which is the order
+``FuseOpsByPattern`` wants.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+
+from tvm.relax.dpl import is_const, is_op, wildcard
+from tvm.relax.transform import FusionPattern
+
+from ..targets.spec import AcceleratorSpec
+from .rules import (ACTIVATIONS, ELEMENTWISE, RESHAPES, broadcast_kind, is_constant,
+                    is_depthwise, static_shape, violations)
+
+# The precision policy of the partition in progress (patterns registered with TVM are
+# global; their checks read the policy from here, fp16 when used outside tvm-cruise).
+ACTIVE_PRECISION: contextvars.ContextVar[str] = contextvars.ContextVar(
+    "tvm_cruise_precision", default="fp16")
+
+
+def _act_pattern(spec: AcceleratorSpec, inner):
+    names = spec.ops["activation"]["functions"] if "activation" in spec.ops else ()
+    alternatives = []
+    for op, short in ACTIVATIONS.items():
+        wanted = short in names or (op == "relax.clip" and {"relu6", "clip"} & set(names))
+        if not wanted:
+            continue
+        alternatives.append(is_op(op)(inner, wildcard(), wildcard()) if op == "relax.clip"
+                            else is_op(op)(inner))
+    if not alternatives:
+        return None
+    pattern = alternatives[0]
+    for alt in alternatives[1:]:
+        pattern = pattern | alt
+    return pattern
+
+
+def _ok(spec: AcceleratorSpec, *calls) -> bool:
+    precision = ACTIVE_PRECISION.get()
+    return all(not violations(spec, c, precision) for c in calls)
+
+
+def _is_channel_bias(out_call, const_expr) -> bool:
+    """A constant added per output channel (NCHW) or per feature (last axis) is a bias."""
+    out, b = static_shape(out_call.ty), static_shape(const_expr.ty)
+    if out is None or b is None:
+        return False
+    if len(out) == 4:
+        return broadcast_kind(out, b) == "channel" and b != out
+    padded = (1,) * (len(out) - len(b)) + tuple(b)
+    return all(d == 1 for d in padded[:-1]) and padded[-1] == out[-1]
+
+
+def _other(ctx, add_call, prev):
+    """The operand of ``add_call`` that is not ``prev``'s result (args are bound vars)."""
+    lhs, rhs = add_call.args[0], add_call.args[1]
+    bound = ctx.matched_bindings
+    is_prev = (lambda a: a.same_as(prev) or (a in bound and bound[a].same_as(prev)))
+    return rhs if is_prev(lhs) else lhs
+
+
+OP_IDS_ATTR = "tvm_cruise.op_ids"
+
+
+def _op_ids_attr(annotated) -> dict:
+    """Group attribute listing the ids of the fused ops (see partition.tag_ops).
+
+    It tells the report which ops each composite holds, and it makes every composite
+    function unique: TVM would otherwise reuse one function for structurally equal
+    groups (two residual adds, say) and the second group's ops would lose their names.
+    """
+    from .partition import op_id
+
+    ids = sorted({op_id(e) for e in annotated.values() if op_id(e) is not None})
+    return {OP_IDS_ATTR: ",".join(map(str, ids))}
+
+
+def _pattern(name, pattern, annotations, check) -> FusionPattern:
+    return FusionPattern(name, pattern, annotations, check, _op_ids_attr)
+
+
+def _conv_family(spec: AcceleratorSpec, depthwise: bool):
+    name = "depthwise_conv2d" if depthwise else "conv2d"
+    act = "activation" in spec.ops
+    combos = [c for c in itertools.product((True, False), repeat=3) if act or not c[2]]
+    combos.sort(key=lambda c: -sum(c))
+    for bias, residual, with_act in combos:
+        conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
+        out, ann = conv, {"root": conv}
+        if bias:
+            out = is_op("relax.add")(out, is_const())
+            ann["bias"] = out
+        if residual:
+            out = is_op("relax.add")(out, wildcard())
+            ann["residual"] = out
+        if with_act:
+            out = _act_pattern(spec, out)
+            if out is None:
+                continue
+            ann["act"] = out
+        suffix = "".join(s for s, on in (("_bias", bias), ("_add", residual), ("_act", with_act))
+                         if on)
+        yield _pattern(f"{spec.key}.{name}{suffix}", out, ann,
+                            _conv_check(spec, depthwise, bias, residual, with_act))
+
+
+def _conv_check(spec, depthwise, bias, residual, with_act):
+    def check(ctx) -> bool:
+        ann = ctx.annotated_expr
+        conv = ann["root"]
+        if is_depthwise(conv) != depthwise:
+            return False  # the other conv pattern's op
+        calls, prev = [conv], conv
+        if bias:
+            b = ann["bias"]
+            if not _is_channel_bias(prev, _other(ctx, b, prev)):
+                return False
+            calls.append(b)
+            prev = b
+        if residual:
+            r = ann["residual"]
+            other = _other(ctx, r, prev)
+            if is_constant(other) or static_shape(other.ty) != static_shape(prev.ty):
+                return False  # not a residual: a constant or a broadcast
+            calls.append(r)
+            prev = r
+        if with_act:
+            calls.append(ann["act"])
+        return _ok(spec, *calls)
+
+    return check
+
+
+def _dense_family(spec: AcceleratorSpec):
+    act = "activation" in spec.ops
+    for bias, with_act in sorted(itertools.product((True, False), repeat=2),
+                                 key=lambda c: -sum(c)):
+        if with_act and not act:
+            continue
+        mm = is_op("relax.matmul")(wildcard(), is_const())
+        out, ann = mm, {"root": mm}
+        if bias:
+            out = is_op("relax.add")(out, is_const())
+            ann["bias"] = out
+        if with_act:
+            out = _act_pattern(spec, out)
+            if out is None:
+                continue
+            ann["act"] = out
+        suffix = "".join(s for s, on in (("_bias", bias), ("_act", with_act)) if on)
+
+        def check(ctx, bias=bias, with_act=with_act) -> bool:
+            ann = ctx.annotated_expr
+            calls = [ann["root"]]
+            if bias:
+                if not _is_channel_bias(ann["root"], _other(ctx, ann["bias"], ann["root"])):
+                    return False
+                calls.append(ann["bias"])
+            if with_act:
+                calls.append(ann["act"])
+            return _ok(spec, *calls)
+
+        yield _pattern(f"{spec.key}.dense{suffix}", out, ann, check)
+
+
+def _single(spec: AcceleratorSpec, name: str, ops, arity: int):
+    """One pattern named ``name`` matching any of ``ops`` alone."""
+    pattern = None
+    for op in ops:
+        alt = is_op(op)(*[wildcard() for _ in range(arity)])
+        pattern = alt if pattern is None else pattern | alt
+
+    def check(ctx) -> bool:
+        return _ok(spec, ctx.annotated_expr["root"])
+
+    return _pattern(f"{spec.key}.{name}", pattern, {"root": pattern}, check)
+
+
+def _matmul_check(spec):
+    def check(ctx) -> bool:
+        call = ctx.annotated_expr["root"]
+        return not is_constant(call.args[1]) and _ok(spec, call)
+
+    return check
+
+
+def build_patterns(spec: AcceleratorSpec) -> list[FusionPattern]:
+    """The pattern table for ``spec``, highest priority first."""
+    ops = spec.ops
+    table: list[FusionPattern] = []
+    if "conv2d" in ops:
+        table += list(_conv_family(spec, depthwise=False))
+        table += list(_conv_family(spec, depthwise=True))
+    if "dense" in ops:
+        table += list(_dense_family(spec))
+    if "matmul" in ops:
+        mm = is_op("relax.matmul")(wildcard(), wildcard())
+        table.append(_pattern(f"{spec.key}.matmul", mm, {"root": mm}, _matmul_check(spec)))
+    if "pool2d" in ops:
+        table.append(_single(spec, "max_pool2d", ["relax.nn.max_pool2d"], 1))
+        table.append(_single(spec, "avg_pool2d", ["relax.nn.avg_pool2d"], 1))
+        table.append(_single(spec, "global_avg_pool2d",
+                             ["relax.nn.adaptive_avg_pool2d", "relax.mean"], 1))
+    if "concat" in ops:
+        table.append(_single(spec, "concat", ["relax.concat"], 1))
+    if "resize" in ops:
+        table.append(_single(spec, "resize2d", ["relax.image.resize2d"], 2))
+    if "elementwise" in ops:
+        wanted = [op for op, short in ELEMENTWISE.items()
+                  if short in ops["elementwise"]["ops"]]
+        table.append(_single(spec, "elementwise", wanted, 2))
+    if "activation" in ops:
+        act = _act_pattern(spec, wildcard())
+        if act is not None:
+            table.append(_pattern(f"{spec.key}.activation", act, {"root": act},
+                                  lambda ctx: _ok(spec, ctx.annotated_expr["root"])))
+    if "reshape" in ops:
+        for op in RESHAPES:
+            arity = 2 if op in ("relax.reshape",) else 1
+            table.append(_single(spec, op.split(".")[-1], [op], arity))
+    return table
+
+
+_REGISTERED: set[str] = set()
+
+
+def register(spec: AcceleratorSpec) -> list[str]:
+    """Register ``spec``'s table with TVM's pattern registry under ``<key>.`` (once).
+
+    TVM's registry gives later entries priority, so the table goes in reversed.
+    """
+    from tvm.relax.backend import pattern_registry
+
+    table = build_patterns(spec)
+    if spec.key not in _REGISTERED:
+        pattern_registry.register_patterns(list(reversed(table)))
+        # TVM removes the patterns it knows by name at exit; patterns left in its static
+        # registry hold Python checks and crash the interpreter's shutdown.
+        pattern_registry._REGISTERED_PATTERN_NAMES.update(p.name for p in table)
+        _REGISTERED.add(spec.key)
+    return [p.name for p in table]

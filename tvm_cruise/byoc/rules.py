@@ -1,0 +1,379 @@
+"""Offload rules: every accelerator limit is one named rule with one message.
+
+``violations(spec, call, precision)`` evaluates every rule that applies to one Relax call
+and returns what it breaks. The pattern checks (``patterns.py``) offload an op only when
+the list is empty, and the placement report quotes the same messages, so a user reads one
+explanation everywhere. Rules read limits from the spec; none branches on an accelerator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ..targets.spec import AcceleratorSpec
+
+# Precision policy: the dtype an fp32 tensor has on the accelerator.
+PRECISIONS = {"fp16": "float16", "fp32": "float32"}
+DTYPE_BYTES = {"float16": 2, "float32": 4, "int8": 1, "int32": 4}
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    template: str
+
+    def message(self, spec: AcceleratorSpec, **fields) -> str:
+        return self.template.format(acc=spec.name, **fields)
+
+
+RULES = {r.id: r for r in (
+    Rule("op-not-supported", "{acc}: {op} is not supported (it runs: {families})"),
+    Rule("dtype", "{acc}: {op} in {dtype} is not supported (it computes in {dtypes})"),
+    Rule("dynamic-shape", "{acc}: {op} has a dynamic shape {shape}; only static shapes are "
+                          "offloaded"),
+    Rule("rank", "{acc}: {op} on a rank-{rank} tensor is not supported (at most rank {max})"),
+    Rule("conv2d-layout", "{acc}: conv2d layout {layout} is not supported (NCHW/OIHW only)"),
+    Rule("conv2d-kernel", "{acc}: conv2d kernel {value} > {limit} is not supported"),
+    Rule("conv2d-stride", "{acc}: conv2d stride {value} > {limit} is not supported"),
+    Rule("conv2d-dilation", "{acc}: conv2d dilation {value} > {limit} is not supported"),
+    Rule("conv2d-padding", "{acc}: conv2d padding {value} > {limit} is not supported"),
+    Rule("conv2d-groups", "{acc}: grouped conv2d (groups={groups}) is not supported (groups=1 "
+                          "or depthwise only)"),
+    Rule("conv2d-depthwise", "{acc}: depthwise conv2d is not supported"),
+    Rule("conv2d-sram", "{acc}: conv2d smallest tile needs {need} B of SRAM (one output row, "
+                        "double-buffered) but the SRAM has {sram} B"),
+    Rule("dense-rank", "{acc}: dense on a rank-{rank} input is not supported (at most rank "
+                       "{limit})"),
+    Rule("matmul-activations", "{acc}: matmul of two activations is not supported (only dense "
+                               "layers with constant weights)"),
+    Rule("matmul-rank", "{acc}: matmul on rank-{rank} operands is not supported (at most rank "
+                        "{limit})"),
+    Rule("pool-type", "{acc}: {kind} pooling is not supported (it runs: {types})"),
+    Rule("pool-layout", "{acc}: pooling layout {layout} is not supported (NCHW only)"),
+    Rule("pool-kernel", "{acc}: pooling window {value} > {limit} is not supported"),
+    Rule("pool-stride", "{acc}: pooling stride {value} > {limit} is not supported"),
+    Rule("pool-global", "{acc}: {op} is not a global average pool over H and W ({detail}); only "
+                        "that form is supported"),
+    Rule("elementwise-op", "{acc}: element-wise {name} is not supported (it runs: {ops})"),
+    Rule("elementwise-broadcast", "{acc}: element-wise {name} broadcasting {lhs} with {rhs} is "
+                                  "not supported ({allowed})"),
+    Rule("activation-function", "{acc}: activation {name} is not supported (it runs: "
+                                "{functions})"),
+    Rule("concat-axis", "{acc}: concat along axis {axis} is not supported (axes {axes} only)"),
+    Rule("resize-method", "{acc}: resize method {method} is not supported (it runs: "
+                          "{methods})"),
+    Rule("resize-layout", "{acc}: resize layout {layout} is not supported (NCHW only)"),
+    Rule("resize-scale", "{acc}: resize from {src} to {dst} is not an integer scale up to "
+                         "{limit}x"),
+)}
+
+
+@dataclass(frozen=True)
+class Violation:
+    rule: str
+    message: str
+
+
+# Relax operator -> (family, short name)
+ELEMENTWISE = {"relax.add": "add", "relax.subtract": "subtract", "relax.multiply": "multiply",
+                "relax.maximum": "maximum", "relax.minimum": "minimum",
+                "relax.divide": "divide", "relax.power": "power"}
+ACTIVATIONS = {"relax.nn.relu": "relu", "relax.clip": "clip", "relax.sigmoid": "sigmoid",
+               "relax.tanh": "tanh", "relax.nn.silu": "silu", "relax.nn.gelu": "gelu",
+               "relax.nn.gelu_tanh": "gelu"}
+_POOLS = {"relax.nn.max_pool2d": "max", "relax.nn.avg_pool2d": "avg",
+          "relax.nn.adaptive_avg_pool2d": "avg", "relax.mean": "avg"}
+RESHAPES = ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims")
+
+
+def is_constant(expr) -> bool:
+    return isinstance(expr, tvm.ir.expr.Constant)
+
+
+def family_of(call) -> str | None:
+    """The spec op family a Relax call belongs to (None: no accelerator has it)."""
+    name = call.op.name
+    if name == "relax.nn.conv2d":
+        return "conv2d"
+    if name == "relax.matmul":
+        return "dense" if is_constant(call.args[1]) else "matmul"
+    if name in _POOLS:
+        return "pool2d"
+    if name in ELEMENTWISE:
+        return "elementwise"
+    if name in ACTIVATIONS:
+        return "activation"
+    if name == "relax.concat":
+        return "concat"
+    if name == "relax.image.resize2d":
+        return "resize"
+    if name in RESHAPES:
+        return "reshape"
+    return None
+
+
+def _short(call) -> str:
+    return call.op.name.replace("relax.", "")
+
+
+def _tensor_types(call) -> list:
+    types = []
+    for arg in call.args:
+        ty = arg.ty
+        if isinstance(ty, relax.TupleType):
+            types.extend(f for f in ty.fields if isinstance(f, relax.TensorType))
+        elif isinstance(ty, relax.TensorType):
+            types.append(ty)
+    if isinstance(call.ty, relax.TensorType):
+        types.append(call.ty)
+    return types
+
+
+def static_shape(ty) -> tuple[int, ...] | None:
+    if ty.shape is None:
+        return None
+    dims = []
+    for dim in ty.shape.values:
+        if not hasattr(dim, "value"):
+            return None
+        dims.append(int(dim.value))
+    return tuple(dims)
+
+
+def _effective_rank(shape) -> int:
+    dims = list(shape)
+    while len(dims) > 1 and dims[0] == 1:
+        dims.pop(0)
+    return len(dims)
+
+
+def activation_name(call) -> str:
+    """relu, relu6, clip, sigmoid, ... (clip(0, 6) is relu6)."""
+    name = ACTIVATIONS[call.op.name]
+    if name == "clip":
+        lo, hi = (_prim(a) for a in call.args[1:3])
+        if lo == 0 and hi == 6:
+            return "relu6"
+        if lo == 0 and hi is not None and hi >= 3.4e38:
+            return "relu"
+    return name
+
+
+def _prim(expr):
+    value = getattr(expr, "value", None)
+    return getattr(value, "value", value)
+
+
+def accel_dtype(dtype: str, precision: str) -> str:
+    return PRECISIONS[precision] if dtype == "float32" else dtype
+
+
+def violations(spec: AcceleratorSpec, call, precision: str = "fp16") -> list[Violation]:
+    """Every rule ``call`` breaks on ``spec``'s accelerator (empty: it may be offloaded)."""
+    out: list[Violation] = []
+
+    def add(rule_id: str, **fields):
+        out.append(Violation(rule_id, RULES[rule_id].message(spec, **fields)))
+
+    family = family_of(call)
+    short = _short(call)
+    if family == "matmul" and family not in spec.ops and "dense" in spec.ops:
+        add("matmul-activations")
+        return out
+    if family is None or family not in spec.ops:
+        add("op-not-supported", op=short, families=", ".join(spec.ops))
+        return out
+    types = _tensor_types(call)
+    for ty in types:
+        shape = static_shape(ty)
+        if shape is None:
+            add("dynamic-shape", op=short, shape=str(ty.shape))
+            return out
+    data_dtypes = {accel_dtype(str(t.dtype), precision) for t in types[:1]}
+    for dtype in sorted(data_dtypes):
+        if dtype not in spec.dtypes:
+            add("dtype", op=short, dtype=dtype, dtypes=", ".join(spec.dtypes))
+    ranks = [_effective_rank(static_shape(t)) for t in types]
+    if ranks and max(ranks) > spec.max_rank:
+        add("rank", op=short, rank=max(ranks), max=spec.max_rank)
+    if family in _FAMILY_CHECKS:
+        _FAMILY_CHECKS[family](spec, call, spec.ops[family], add, precision)
+    return out
+
+
+# -- per-family checks ---------------------------------------------------------------------
+def _conv2d(spec, call, limits, add, precision):
+    attrs = call.attrs
+    layout = f"{attrs.data_layout}/{attrs.kernel_layout}"
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        add("conv2d-layout", layout=layout)
+        return
+    in_shape = static_shape(call.args[0].ty)
+    w_shape = static_shape(call.args[1].ty)
+    out_shape = static_shape(call.ty)
+    kernel = tuple(w_shape[2:])
+    strides = tuple(int(s) for s in attrs.strides)
+    dilation = tuple(int(d) for d in attrs.dilation)
+    padding = tuple(int(p) for p in attrs.padding)
+    if max(kernel) > limits["max_kernel"]:
+        add("conv2d-kernel", value=kernel, limit=limits["max_kernel"])
+    if max(strides) > limits["max_stride"]:
+        add("conv2d-stride", value=strides, limit=limits["max_stride"])
+    if max(dilation) > limits["max_dilation"]:
+        add("conv2d-dilation", value=dilation, limit=limits["max_dilation"])
+    if max(padding) > limits["max_padding"]:
+        add("conv2d-padding", value=padding, limit=limits["max_padding"])
+    groups = int(attrs.groups)
+    if is_depthwise(call):
+        if not limits["depthwise"]:
+            add("conv2d-depthwise")
+    elif groups > 1 and not limits["grouped"]:
+        add("conv2d-groups", groups=groups)
+    need = conv2d_min_tile_bytes(spec, in_shape, w_shape, out_shape, kernel, dilation,
+                                 DTYPE_BYTES[accel_dtype("float32", precision)])
+    if need > spec.hardware["sram_bytes"]:
+        add("conv2d-sram", need=need, sram=spec.hardware["sram_bytes"])
+
+
+def is_depthwise(call) -> bool:
+    groups = int(call.attrs.groups)
+    in_shape = static_shape(call.args[0].ty)
+    return groups > 1 and in_shape is not None and groups == in_shape[1]
+
+
+def conv2d_min_tile_bytes(spec, in_shape, w_shape, out_shape, kernel, dilation,
+                          elem: int) -> int:
+    """SRAM for the smallest legal conv tile: one output row of one output-channel block.
+
+    Input rows for that row (all columns, one input-channel block), the weight block and
+    the output row's fp32/int32 accumulators; input and weights double-buffered. Tiling
+    over rows, channel blocks and the reduction makes every larger tensor fit.
+    """
+    rows, cols = spec.hardware["mac_array"]
+    cin_block, cout_block = min(w_shape[1], rows), min(w_shape[0], cols)
+    span_h = (kernel[0] - 1) * dilation[0] + 1
+    in_row = span_h * in_shape[3] * cin_block * elem
+    weights = cout_block * cin_block * kernel[0] * kernel[1] * elem
+    acc = out_shape[3] * cout_block * 4
+    return 2 * (in_row + weights) + acc
+
+
+def _dense(spec, call, limits, add, precision):
+    rank = _effective_rank(static_shape(call.args[0].ty))
+    if rank > limits["max_rank"]:
+        add("dense-rank", rank=rank, limit=limits["max_rank"])
+
+
+def _matmul(spec, call, limits, add, precision):
+    rank = max(_effective_rank(static_shape(a.ty)) for a in call.args[:2])
+    if rank > limits["max_rank"]:
+        add("matmul-rank", rank=rank, limit=limits["max_rank"])
+
+
+def _pool2d(spec, call, limits, add, precision):
+    kind = _POOLS[call.op.name]
+    if kind not in limits["types"]:
+        add("pool-type", kind=kind, types=", ".join(limits["types"]))
+    name = call.op.name
+    if name == "relax.mean":
+        axes = tuple(int(a) for a in call.attrs.axis) if call.attrs.axis is not None else ()
+        ndim = len(static_shape(call.args[0].ty))
+        axes = tuple(sorted(a % ndim for a in axes))
+        if ndim != 4 or axes != (2, 3) or not limits["global"]:
+            add("pool-global", op="mean", detail=f"axes {axes} of a rank-{ndim} tensor")
+        return
+    if call.attrs.layout != "NCHW":
+        add("pool-layout", layout=call.attrs.layout)
+        return
+    if name == "relax.nn.adaptive_avg_pool2d":
+        out_hw = tuple(static_shape(call.ty)[2:])
+        if out_hw != (1, 1) or not limits["global"]:
+            add("pool-global", op="adaptive_avg_pool2d", detail=f"output {out_hw}")
+        return
+    window = tuple(int(v) for v in call.attrs.pool_size)
+    strides = tuple(int(v) for v in call.attrs.strides)
+    if max(window) > limits["max_kernel"]:
+        add("pool-kernel", value=window, limit=limits["max_kernel"])
+    if max(strides) > limits["max_stride"]:
+        add("pool-stride", value=strides, limit=limits["max_stride"])
+
+
+def broadcast_kind(lhs, rhs) -> str:
+    """'none' (same shape), 'channel' (per-channel/scalar vs NCHW) or 'any'."""
+    if lhs == rhs:
+        return "none"
+    big, small = (lhs, rhs) if len(lhs) >= len(rhs) else (rhs, lhs)
+    if int(np.prod(small)) == 1:
+        return "channel"
+    padded = (1,) * (len(big) - len(small)) + tuple(small)
+    if len(big) == 4 and padded == (1, big[1], 1, 1):
+        return "channel"  # NCHW: one value per channel
+    if len(big) != 4 and all(d == 1 for d in padded[:-1]) and padded[-1] == big[-1]:
+        return "channel"  # features on the last axis (dense outputs, sequences)
+    return "any"
+
+
+def _elementwise(spec, call, limits, add, precision):
+    name = ELEMENTWISE[call.op.name]
+    if name not in limits["ops"]:
+        add("elementwise-op", name=name, ops=", ".join(limits["ops"]))
+    lhs, rhs = (static_shape(a.ty) for a in call.args[:2])
+    kind = broadcast_kind(lhs, rhs)
+    order = ("none", "channel", "any")
+    if order.index(kind) > order.index(limits["broadcast"]):
+        allowed = {"none": "same shapes only",
+                   "channel": "same shapes, per-channel or scalar only"}[limits["broadcast"]]
+        add("elementwise-broadcast", name=name, lhs=lhs, rhs=rhs, allowed=allowed)
+
+
+def _activation(spec, call, limits, add, precision):
+    name = activation_name(call)
+    functions = limits["functions"]
+    ok = name in functions or (name == "relu6" and "clip" in functions)
+    if not ok:
+        add("activation-function", name=name, functions=", ".join(functions))
+
+
+def _concat(spec, call, limits, add, precision):
+    ndim = len(static_shape(call.ty))
+    axis = int(call.attrs.axis) % ndim
+    if axis not in limits["axes"]:
+        add("concat-axis", axis=axis, axes=list(limits["axes"]))
+
+
+def _resize(spec, call, limits, add, precision):
+    attrs = call.attrs
+    if attrs.method not in limits["methods"]:
+        add("resize-method", method=attrs.method, methods=", ".join(limits["methods"]))
+    if attrs.layout != "NCHW":
+        add("resize-layout", layout=attrs.layout)
+        return
+    src = static_shape(call.args[0].ty)[2:]
+    dst = static_shape(call.ty)[2:]
+    scales = [d / s for s, d in zip(src, dst)]
+    if not all(float(x).is_integer() and 1 <= x <= limits["max_scale"] for x in scales):
+        add("resize-scale", src=tuple(src), dst=tuple(dst), limit=limits["max_scale"])
+
+
+_FAMILY_CHECKS = {"conv2d": _conv2d, "dense": _dense, "matmul": _matmul, "pool2d": _pool2d,
+                  "elementwise": _elementwise, "activation": _activation, "concat": _concat,
+                  "resize": _resize}  # reshape: a contiguous view, no limits of its own
+
+
+def macs(call) -> int:
+    """Multiply-accumulates of one conv2d / matmul call (0 for other ops)."""
+    name = call.op.name
+    out = static_shape(call.ty) if isinstance(call.ty, relax.TensorType) else None
+    if out is None:
+        return 0
+    if name == "relax.nn.conv2d":
+        w = static_shape(call.args[1].ty)
+        return int(np.prod(out)) * w[1] * w[2] * w[3]
+    if name == "relax.matmul":
+        a = static_shape(call.args[0].ty)
+        return int(np.prod(out)) * a[-1]
+    return 0
