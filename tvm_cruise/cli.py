@@ -3,7 +3,8 @@
     tvm-cruise targets                      list targets
     tvm-cruise models                       list bundled reference models
     tvm-cruise export-onnx resnet18 -o r.onnx
-    tvm-cruise compile MODEL --target cruise-npu -o model.so
+    tvm-cruise compile MODEL --target cruise-npu -o model.so [--no-fallback]
+    tvm-cruise analyze MODEL --target cruise-npu-lite [--json]
     tvm-cruise run model.so [--inputs in.npz] [--save out.npz] [--repeat 20]
     tvm-cruise inspect model.so [--json]
     tvm-cruise demo
@@ -74,11 +75,24 @@ def _cmd_compile(args) -> int:
     shapes = dict(args.input_shape) if args.input_shape else None
     art = build(args.model, target=args.target, host=args.host, cuda_arch=args.cuda_arch,
                 input_shapes=shapes, tuning_logs=args.tuning_logs,
-                shipped_logs=not args.no_shipped_logs)
+                shipped_logs=not args.no_shipped_logs, precision=args.precision,
+                allow_fallback=not args.no_fallback)
     output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
     art.export_library(output)
     print(art.describe())
+    if art.placement is not None:
+        print()
+        print(art.placement.table())
     print(f"wrote {output}")
+    return 0
+
+
+def _cmd_analyze(args) -> int:
+    from .byoc import analyze
+
+    shapes = dict(args.input_shape) if args.input_shape else None
+    report = analyze(args.model, args.target, input_shapes=shapes, precision=args.precision)
+    print(report.to_json() if args.json else report.table())
     return 0
 
 
@@ -181,8 +195,21 @@ def make_parser() -> argparse.ArgumentParser:
                    help="tuning-log directory to apply (repeatable)")
     p.add_argument("--no-shipped-logs", action="store_true",
                    help="do not apply the tuning logs shipped with tvm-cruise")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"],
+                   help="accelerator arithmetic (default fp16; the host stays fp32)")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="fail, listing every op that would fall back to the host and why")
     p.add_argument("-o", "--output", help="artifact path (.so or .tar)")
     p.set_defaults(func=_cmd_compile)
+
+    p = sub.add_parser("analyze", help="where each op would run on an accelerator, and why "
+                       "(no build)")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("-t", "--target", default="cruise-npu")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--json", action="store_true", help="the report as JSON")
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("run", help="run an artifact")
     p.add_argument("artifact")
