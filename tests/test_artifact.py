@@ -49,6 +49,7 @@ def test_export_load_in_fresh_process(built, reference, tmp_path, suffix):
     """)
     assert result["metadata"] == art.metadata
     assert result["inputs"] == ["x: float32[1x3x128x256]"]
+    assert tvm_cruise.load(path).placement.to_dict() == art.placement.to_dict()
     np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), art.run(*inputs))
 
 

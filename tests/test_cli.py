@@ -94,3 +94,27 @@ def test_bad_inputs_file(tmp_path):
 def test_bad_input_shape_flag():
     proc = run_cli("compile", "perception-cnn", "--input-shape", "x:1x3")
     assert proc.returncode == 2 and "must look like NAME=1x3x224x224" in proc.stderr
+
+
+def test_compile_prints_placement_and_no_fallback_fails(tmp_path):
+    proc = run_cli("compile", "resnet18", "--target", "cruise-npu-lite", "-o", tmp_path / "r.so")
+    assert proc.returncode == 0, proc.stderr
+    assert "placement of resnet18 on cruise-npu-lite" in proc.stdout
+    assert "cruise-npu-lite: conv2d kernel (7, 7) > 5 is not supported" in proc.stdout
+    assert "69/70 ops" in proc.stdout
+    proc = run_cli("compile", "resnet18", "--target", "cruise-npu-lite", "--no-fallback",
+                   "-o", tmp_path / "r2.so")
+    assert proc.returncode == 2
+    assert "1 ops of resnet18 would fall back to the host on cruise-npu-lite" in proc.stderr
+    assert "conv1 (relax.nn.conv2d): cruise-npu-lite: conv2d kernel (7, 7) > 5" in proc.stderr
+    assert not (tmp_path / "r2.so").exists()
+
+
+def test_analyze_json():
+    proc = run_cli("analyze", "perception-cnn", "--target", "cruise-npu", "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["mac_share"] == 1.0 and report["functions"] == 1
+    assert {o["source"] for o in report["ops"]} >= {"features.0.0", "features.4.2"}
+    proc = run_cli("analyze", "perception-cnn", "--target", "llvm")
+    assert proc.returncode == 2 and "has no accelerator" in proc.stderr

@@ -37,8 +37,9 @@ def test_public_api():
 def test_registration_is_idempotent():
     first = tvm_cruise.register()
     second = tvm_cruise.register()
-    assert first == second == ["cruise-npu", "cruise-npu-lite", "cruise-npu-cuda",
-                               "cruise-npu-lite-cuda"]
+    assert first == second
+    shipped = ["cruise-npu", "cruise-npu-lite", "cruise-npu-cuda", "cruise-npu-lite-cuda"]
+    assert [n for n in first if n in shipped] == shipped
     importlib.reload(tvm_cruise)  # a re-import must not fail either
     assert tvm.target.Target("cruise-npu").keys[0] == "cruise_npu"
     for name in first:
