@@ -41,3 +41,19 @@ class DependencyError(CruiseError, RuntimeError):
 
 class SpecError(CruiseError, ValueError):
     """An accelerator spec file is malformed or inconsistent."""
+
+
+class NpuProgramError(CruiseError, ValueError):
+    """An NPU program that is refused: foreign, another version, truncated or corrupt."""
+
+
+class NpuExecutionError(CruiseError, RuntimeError):
+    """An NPU program that stops while executing (names the instruction)."""
+
+
+class SramAccessError(NpuExecutionError):
+    """An instruction touches SRAM outside the accelerator's SRAM or misaligned."""
+
+
+class HazardError(NpuExecutionError):
+    """DMA and compute touch the same SRAM without a SYNC between them."""

@@ -35,7 +35,13 @@ OP_SCHEMA: dict[str, dict[str, Any]] = {
     "reshape": {},                 # contiguous views: reshape, flatten, squeeze, expand_dims
 }
 KNOWN_OPS = tuple(OP_SCHEMA)
-_REQUIRED_HARDWARE = ("mac_array", "clock_mhz", "sram_bytes", "dma_bytes_per_cycle")
+# Hardware parameters, documented with their reasoning in docs/npu_isa.md.
+_REQUIRED_HARDWARE = ("mac_array", "macs_per_cycle", "clock_mhz", "sram_bytes", "sram_banks",
+                      "dma_bytes_per_cycle", "dma_setup_cycles", "issue_cycles",
+                      "vector_lanes", "mac_pipeline_cycles")
+_POSITIVE_HARDWARE = ("clock_mhz", "sram_bytes", "sram_banks", "dma_bytes_per_cycle",
+                      "vector_lanes")
+_COUNT_HARDWARE = ("dma_setup_cycles", "issue_cycles", "mac_pipeline_cycles")
 
 
 def _freeze(value: Any) -> Any:
@@ -135,14 +141,30 @@ class AcceleratorSpec:
                 or not all(isinstance(v, int) and v > 0 for v in mac)):
             raise SpecError(f"{where}: hardware.mac_array must be [rows, cols] of positive "
                             f"integers, got {_thaw(mac)!r}")
-        for k in ("clock_mhz", "sram_bytes", "dma_bytes_per_cycle"):
+        for k in _POSITIVE_HARDWARE:
             v = self.hardware[k]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise SpecError(f"{where}: hardware.{k} must be a positive number, got {v!r}")
+        for k in _COUNT_HARDWARE + ("sram_bytes", "sram_banks", "dma_bytes_per_cycle",
+                                    "vector_lanes"):
+            v = self.hardware[k]
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise SpecError(f"{where}: hardware.{k} must be a whole number, got {v!r}")
+        if self.hardware["sram_bytes"] % self.hardware["sram_banks"]:
+            raise SpecError(f"{where}: hardware.sram_bytes ({self.hardware['sram_bytes']}) "
+                            f"must split into sram_banks ({self.hardware['sram_banks']}) "
+                            "equal banks")
         unknown = sorted(set(self.dtypes) - set(KNOWN_DTYPES))
         if unknown or not self.dtypes:
             raise SpecError(f"{where}: dtypes must be a non-empty subset of "
                             f"{list(KNOWN_DTYPES)}, got {sorted(self.dtypes)}")
+        rate = self.hardware["macs_per_cycle"]
+        array = mac[0] * mac[1]
+        if not isinstance(rate, Mapping) or set(rate) != set(self.dtypes) or not all(
+                isinstance(v, int) and 0 < v <= array and array % v == 0 for v in rate.values()):
+            raise SpecError(f"{where}: hardware.macs_per_cycle must give, for each dtype in "
+                            f"{sorted(self.dtypes)}, a divisor of the array size {array} "
+                            f"(e.g. int8 {array}, float16 {array // 2}); got {_thaw(rate)!r}")
         unknown = sorted(set(self.ops) - set(KNOWN_OPS))
         if unknown:
             raise SpecError(f"{where}: unknown op families {unknown}; known ones are "
