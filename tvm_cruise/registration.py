@@ -9,13 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from .byoc.npu.runtime import register_runtime
 from .byoc.patterns import register as register_patterns
 from .pipeline import register_pipelines
 from .targets import AcceleratorSpec, add_accelerator, list_targets
 
 
 def register() -> list[str]:
-    """Register a TVM target tag, Relax pipeline and pattern table per accelerator target.
+    """Register a TVM target tag, Relax pipeline, pattern table and NPU runtime function
+    (``<key>.run``, the simulator) per accelerator target.
 
     ``tvm.target.Target("cruise-npu")`` then resolves to the LLVM host of this machine with
     the accelerator's key (``cruise_npu``) first in ``keys``, which is how the pipeline and
@@ -30,6 +32,7 @@ def register() -> list[str]:
             continue  # "llvm" and "cuda" are TVM target kinds already
         tag.register_tag(cruise.name, cruise.tvm_config(), override=True)
         register_patterns(cruise.accelerator)
+        register_runtime(cruise.accelerator)
         names.append(cruise.name)
     register_pipelines()
     return names
