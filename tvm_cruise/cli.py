@@ -8,6 +8,8 @@
     tvm-cruise run model.so [--inputs in.npz] [--save out.npz] [--repeat 20]
     tvm-cruise inspect model.so [--json]
     tvm-cruise demo
+    tvm-cruise npu disasm program.crnpu     NPU program as text
+    tvm-cruise npu simulate program.crnpu   simulated cycles and utilization
     tvm-cruise env                          environment variables and their values
 
 MODEL is a bundled model name, a .onnx file or a .pt2 file. Errors print one line naming
@@ -153,6 +155,55 @@ def _cmd_demo(args) -> int:
     return run_demo(model=args.model, target=args.target, repeat=args.repeat)
 
 
+def _read_program(path: str):
+    from .byoc.npu.program import Program
+    from .errors import NpuProgramError
+    from .targets import accelerators
+
+    try:
+        data = open(path, "rb").read()
+    except OSError as err:
+        raise NpuProgramError(f"{path}: cannot read it ({err.strerror})") from None
+    name = Program.from_bytes(data, None, where=path).accelerator  # header and hash checks
+    specs = accelerators()
+    if name not in specs:
+        raise NpuProgramError(f"{path}: built for accelerator {name!r}, which this "
+                              f"tvm-cruise does not know ({', '.join(specs)})")
+    return Program.from_bytes(data, specs[name], where=path), specs[name]
+
+
+def _cmd_npu_disasm(args) -> int:
+    from .byoc.npu.disasm import disassemble
+
+    program, _ = _read_program(args.program)
+    print(disassemble(program))
+    return 0
+
+
+def _cmd_npu_simulate(args) -> int:
+    from .byoc.npu import Simulator
+
+    program, spec = _read_program(args.program)
+    rng = np.random.default_rng(args.seed)
+    inputs = []
+    for t in program.inputs:
+        if t.dtype == "int8":
+            inputs.append(rng.integers(-128, 128, t.shape).astype("int8"))
+        else:
+            inputs.append(rng.standard_normal(t.shape).astype(t.dtype))
+    _, stats = Simulator(spec).run(program, inputs)
+    d = stats.to_dict()
+    print(f"simulated on {spec.name} ({spec.hardware['clock_mhz']} MHz), seeded random inputs "
+          f"(seed {args.seed}):")
+    print(f"  cycles {d['cycles']} ({d['time_us']} us simulated), MACs {d['macs']}, "
+          f"utilization {d['utilization']:.1%}")
+    print(f"  DMA {d['dma_bytes_loaded']} B in, {d['dma_bytes_stored']} B out; SRAM high water "
+          f"{d['sram_high_water']} B; bank conflicts {d['bank_conflict_cycles']} cycles")
+    for name, c in d["by_class"].items():
+        print(f"  {name:<9} x{c['count']:<5} {c['cycles']:>10} cycles  {c['macs']:>12} MACs")
+    return 0
+
+
 def _cmd_env(_args) -> int:
     from .env import KNOBS
 
@@ -232,6 +283,18 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="cruise-npu")
     p.add_argument("--repeat", type=int, default=10, help="timed runs per system")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("npu", help="NPU programs: disassemble, simulate")
+    npu = p.add_subparsers(dest="npu_command", metavar="NPU_COMMAND")
+    npu.required = True
+    q = npu.add_parser("disasm", help="print a program (.crnpu) as text")
+    q.add_argument("program")
+    q.set_defaults(func=_cmd_npu_disasm)
+    q = npu.add_parser("simulate", help="run a program on seeded random inputs, print "
+                       "simulated cycles and utilization")
+    q.add_argument("program")
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=_cmd_npu_simulate)
 
     p = sub.add_parser("env", help="environment variables tvm-cruise reads")
     p.set_defaults(func=_cmd_env)
