@@ -122,8 +122,10 @@ def test_activations_fuse_into_conv_only_when_listed():
 # -- one negative case per rule ----------------------------------------------------------
 TEST_SPEC = {
     "name": "test-npu", "key": "test_npu", "description": "test accelerator from a spec alone",
-    "hardware": {"mac_array": [8, 8], "clock_mhz": 500, "sram_bytes": 65536,
-                 "dma_bytes_per_cycle": 8},
+    "hardware": {"mac_array": [8, 8], "macs_per_cycle": {"float16": 32}, "clock_mhz": 500,
+                 "sram_bytes": 65536, "sram_banks": 4, "dma_bytes_per_cycle": 8,
+                 "dma_setup_cycles": 32, "issue_cycles": 2, "vector_lanes": 8,
+                 "mac_pipeline_cycles": 8},
     "dtypes": {"float16": {"accumulate": "float32"}},
     "max_rank": 4,
     "ops": {

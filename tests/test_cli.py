@@ -118,3 +118,34 @@ def test_analyze_json():
     assert {o["source"] for o in report["ops"]} >= {"features.0.0", "features.4.2"}
     proc = run_cli("analyze", "perception-cnn", "--target", "llvm")
     assert proc.returncode == 2 and "has no accelerator" in proc.stderr
+
+
+def test_npu_disasm_and_simulate(tmp_path):
+    from tvm_cruise.byoc.npu import ProgramBuilder
+    from tvm_cruise.targets import accelerators
+
+    b = ProgramBuilder(accelerators()["cruise-npu-lite"])
+    x = b.input("x", "int8", (16, 10, 10))
+    w = b.constant("w", np.ones((8, 16, 3, 3), np.int8))
+    y = b.output("acc", "int32", (8, 8, 8))
+    b.dma_load(x, 0, (16, 10, 10))
+    b.dma_load(w, 0x8000, (8, 16, 3, 3))
+    b.sync(dma=True)
+    b.conv(0, 0x8000, 0x10000, 16, 10, 10, 8, 8, 8, (3, 3), dtype="int8")
+    b.sync(compute=True)
+    b.dma_store(y, 0x10000, (8, 8, 8))
+    b.sync(dma=True)
+    path = tmp_path / "conv.crnpu"
+    path.write_bytes(b.build().to_bytes())
+    proc = run_cli("npu", "disasm", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "accelerator cruise-npu-lite" in proc.stdout
+    assert "CONV      inp=0x0 w=0x8000 acc=0x10000 cin=16" in proc.stdout
+    proc = run_cli("npu", "simulate", path)
+    assert proc.returncode == 0, proc.stderr
+    # ceil(144/16)=9 passes * 64 px + 16 fill = 592 conv cycles: the conv dominates
+    assert "simulated on cruise-npu-lite" in proc.stdout and "CONV      x1" in proc.stdout
+    assert "592 cycles" in proc.stdout
+    path.write_bytes(path.read_bytes()[:-3])
+    proc = run_cli("npu", "disasm", path)
+    assert proc.returncode == 2 and "truncated" in proc.stderr

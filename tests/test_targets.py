@@ -157,18 +157,26 @@ def test_specs_carry_the_documented_hardware():
     assert npu.hardware["mac_array"] == (32, 32) and lite.hardware["mac_array"] == (16, 16)
     assert npu.hardware["sram_bytes"] == 2 << 20 and lite.hardware["sram_bytes"] == 256 << 10
     assert npu.hardware["clock_mhz"] == 1000 and lite.hardware["clock_mhz"] == 800
+    assert npu.hardware["macs_per_cycle"] == {"int8": 1024, "float16": 512}
+    assert lite.hardware["macs_per_cycle"] == {"int8": 256, "float16": 128}
     assert lite.ops["conv2d"]["max_dilation"] == 1 and lite.ops["conv2d"]["max_kernel"] == 5
+
+
+def _hw(**changes):
+    return {"hardware": {**accelerators()["cruise-npu"].to_dict()["hardware"], **changes}}
 
 
 @pytest.mark.parametrize("changes, message", [
     ({"name": "Cruise NPU"}, "name 'Cruise NPU' must be lower-case"),
     ({"key": "cruise-npu"}, "key 'cruise-npu' must be a Python-style identifier"),
     ({"spec_version": 9}, "spec_version 9 is not supported"),
-    ({"hardware": {"mac_array": [32, 32]}}, "hardware is missing clock_mhz"),
-    ({"hardware": {"mac_array": [32], "clock_mhz": 1, "sram_bytes": 1,
-                   "dma_bytes_per_cycle": 1}}, "mac_array must be \\[rows, cols\\]"),
-    ({"hardware": {"mac_array": [32, 32], "clock_mhz": -1, "sram_bytes": 1,
-                   "dma_bytes_per_cycle": 1}}, "clock_mhz must be a positive number"),
+    ({"hardware": {"mac_array": [32, 32]}}, "hardware is missing macs_per_cycle, clock_mhz"),
+    (_hw(mac_array=[32]), "mac_array must be \\[rows, cols\\]"),
+    (_hw(clock_mhz=-1), "clock_mhz must be a positive number"),
+    (_hw(sram_banks=3), "must split into sram_banks \\(3\\) equal banks"),
+    (_hw(issue_cycles=1.5), "issue_cycles must be a whole number"),
+    (_hw(macs_per_cycle={"int8": 1024}), "macs_per_cycle must give, for each dtype"),
+    (_hw(macs_per_cycle={"int8": 1024, "float16": 300}), "a divisor of the array size 1024"),
     ({"dtypes": {"bfloat16": {}}}, "dtypes must be a non-empty subset"),
     ({"ops": {"fft": {}}}, "unknown op families \\['fft'\\]"),
     ({"colour": "red"}, "unknown fields \\['colour'\\]"),
