@@ -156,10 +156,11 @@ def test_pool_int8_bit_exact(kind, k, s, pad, count_pad):
 
 
 @pytest.mark.parametrize("op", ["add", "subtract", "multiply", "maximum", "minimum"])
-@pytest.mark.parametrize("broadcast", ["none", "channel", "scalar"])
+@pytest.mark.parametrize("broadcast", ["none", "channel", "scalar", "pixel"])
 def test_eltwise_int8_bit_exact(op, broadcast):
     a = i8((6, 40))
-    b = {"none": i8((6, 40)), "channel": i8((6, 1)), "scalar": i8((1, 1))}[broadcast]
+    b = {"none": i8((6, 40)), "channel": i8((6, 1)), "scalar": i8((1, 1)),
+         "pixel": i8((1, 40))}[broadcast]
     shift = 5 if op == "multiply" else 0
     outs, _ = run_op(NPU, {"a": (a, 0), "b": (b, 0x1000)}, {"y": ("int8", a.shape, 0x2000)},
                      lambda bl: bl.eltwise(0, 0x1000, 0x2000, 6, 40, op, "int8", broadcast,

@@ -6,7 +6,8 @@ from . import isa
 from .program import Program
 
 _PAIRS = {"k", "s", "d", "pad"}
-_ADDRS = {"sram", "inp", "w", "acc", "a", "b", "out", "bias", "mult", "shift", "lut"}
+_ADDRS = {"sram", "inp", "w", "acc", "a", "b", "out", "bias", "mult", "shift", "lut",
+          "residual"}
 
 
 def _flag_text(instr: isa.Instruction) -> str:
@@ -48,7 +49,7 @@ def format_instruction(instr: isa.Instruction, program: Program | None = None) -
         elif fname == "op" and instr.name == "ELTWISE":
             fields.append(f"op={isa.ELTWISE_NAMES[value] if value < 5 else value}")
         elif fname == "broadcast":
-            fields.append(f"broadcast={isa.BROADCAST_NAMES[value] if value < 3 else value}")
+            fields.append(f"broadcast={isa.BROADCAST_NAMES[value] if value < 4 else value}")
         else:
             fields.append(f"{fname}={value}")
     flags = _flag_text(instr)

@@ -32,8 +32,8 @@ ACTIVATION_NAMES = ("none", "relu", "clip", "sigmoid", "tanh", "silu", "gelu")
 # element-wise ops and broadcast modes (ELTWISE)
 ELT_ADD, ELT_SUB, ELT_MUL, ELT_MAX, ELT_MIN = range(5)
 ELTWISE_NAMES = ("add", "subtract", "multiply", "maximum", "minimum")
-BCAST_NONE, BCAST_CHANNEL, BCAST_SCALAR = range(3)
-BROADCAST_NAMES = ("none", "channel", "scalar")
+BCAST_NONE, BCAST_CHANNEL, BCAST_SCALAR, BCAST_PIXEL = range(4)
+BROADCAST_NAMES = ("none", "channel", "scalar", "pixel")
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ OPS = {op.code: op for op in (
                                        "k", "s", "d")),
     OpInfo(0x12, "GEMM", "compute", ("a", "b", "acc", "m", "k", "n")),
     OpInfo(0x20, "EPILOGUE", "compute", ("acc", "out", "channels", "pixels", "bias", "act",
-                                         "lo", "hi")),
+                                         "lo", "hi", "residual")),
     OpInfo(0x21, "REQUANT", "compute", ("acc", "out", "channels", "pixels", "bias", "mult",
                                         "shift", "zp", "lo", "hi")),
     OpInfo(0x22, "ELTWISE", "compute", ("a", "b", "out", "channels", "pixels", "op",

@@ -279,11 +279,12 @@ class ProgramBuilder:
 
     # vector unit
     def epilogue(self, acc, out, channels, pixels, bias=None, act="none", lo=0.0, hi=0.0,
-                 channel_last=False):
+                 channel_last=False, residual=None):
         return self.emit(isa.make(
             "EPILOGUE", isa.FLAG_CHANNEL_LAST if channel_last else 0, acc=acc, out=out,
             channels=channels, pixels=pixels, bias=isa.NONE if bias is None else bias,
-            act=isa.ACTIVATION_NAMES.index(act), lo=isa.f32_bits(lo), hi=isa.f32_bits(hi)))
+            act=isa.ACTIVATION_NAMES.index(act), lo=isa.f32_bits(lo), hi=isa.f32_bits(hi),
+            residual=isa.NONE if residual is None else residual))
 
     def requant(self, acc, out, channels, pixels, mult, shift, bias=None, zp=0, lo=-128,
                 hi=127, channel_last=False):

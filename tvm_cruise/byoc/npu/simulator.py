@@ -461,12 +461,14 @@ class _State:
             ((channels, pixels), (channels, 1))
 
     def _epilogue(self, instr):
-        acc, out, channels, pixels, bias, act, lo, hi = instr.fields[:8]
+        acc, out, channels, pixels, bias, act, lo, hi, residual = instr.fields[:9]
         shape, bshape = self._channel_shape(channels, pixels,
                                             bool(instr.flags & isa.FLAG_CHANNEL_LAST))
         x = self.tensor(acc, shape, np.float32, what="accumulators").astype(np.float32)
         if bias != isa.NONE:
             x = x + self.tensor(bias, (channels,), np.float32, what="bias").reshape(bshape)
+        if residual != isa.NONE:
+            x = x + self.tensor(residual, shape, np.float16, what="residual").astype(np.float32)
         y = activation(x, act, isa.bits_f32(lo), isa.bits_f32(hi))
         self.tensor(out, shape, np.float16, True, "output")[...] = y.astype(np.float16)
         return self._vector(channels * pixels), 0
@@ -494,12 +496,12 @@ class _State:
     def _eltwise(self, instr):
         code = self._dtype(instr.flags)
         a, b, out, channels, pixels, op, bcast, shift = instr.fields[:8]
-        if op > isa.ELT_MIN or bcast > isa.BCAST_SCALAR:
+        if op > isa.ELT_MIN or bcast > isa.BCAST_PIXEL:
             raise NpuExecutionError(f"instruction {self.index} (ELTWISE): unknown op {op} or "
                                     f"broadcast {bcast}")
         dtype = isa.DTYPES[code]
         av = self.tensor(a, (channels, pixels), dtype, what="a")
-        bshape = [(channels, pixels), (channels, 1), (1, 1)][bcast]
+        bshape = [(channels, pixels), (channels, 1), (1, 1), (1, pixels)][bcast]
         bv = self.tensor(b, bshape, dtype, what="b")
         if code == isa.FLOAT16:
             x, y = av.astype(np.float32), bv.astype(np.float32)
