@@ -45,6 +45,7 @@ class RunStats:
     bank_conflict_cycles: int = 0
     instructions: int = 0
     by_class: dict = field(default_factory=dict)
+    sync_times: dict = field(default_factory=dict)  # SYNC index -> cycle it releases
 
     @property
     def utilization(self) -> float:
@@ -139,29 +140,40 @@ class Simulator:
         self.bank_bytes = self.sram_bytes // int(hw["sram_banks"])
 
     # -- entry ----------------------------------------------------------------------
-    def run(self, program: Program, inputs) -> tuple[list[np.ndarray], RunStats]:
-        """Execute ``program`` on ``inputs`` (one array per input tensor, in order)."""
+    def run(self, program: Program, inputs, functional: bool = True
+            ) -> tuple[list[np.ndarray], RunStats]:
+        """Execute ``program`` on ``inputs`` (one array per input tensor, in order).
+
+        ``functional=False`` runs the timing model only: every bounds, alignment and hazard
+        check and the same cycle count, but no arithmetic (outputs stay zero); what the
+        compiler and the tiling search use.
+        """
         if program.accelerator != self.spec.name or program.spec_hash != self.spec.spec_hash:
             raise NpuExecutionError(
                 f"program for {program.accelerator} (spec {program.spec_hash[:12]}) cannot run "
                 f"on {self.spec.name} (spec {self.spec.spec_hash[:12]})")
-        state = _State(self, program, inputs)
+        state = _State(self, program, inputs, functional)
         for index, instr in enumerate(program.instructions):
             state.execute(index, instr)
         return state.finish()
 
 
 class _State:
-    def __init__(self, sim: Simulator, program: Program, inputs):
+    def __init__(self, sim: Simulator, program: Program, inputs, functional: bool = True):
         self.sim, self.program, self.spec = sim, program, sim.spec
+        self.functional = functional
         hw = self.spec.hardware
         self.sram = np.zeros(sim.sram_bytes, dtype=np.uint8)
         self.dram: list[np.ndarray] = []
         in_ids = program.of_kind("input")
+        if inputs is None and not functional:
+            inputs = [np.zeros(program.tensors[i].shape, program.tensors[i].dtype)
+                      for i in in_ids]
         if len(inputs) != len(in_ids):
             raise NpuExecutionError(f"the program takes {len(in_ids)} inputs, "
                                     f"{len(inputs)} given")
         given = dict(zip(in_ids, inputs))
+
         for i, t in enumerate(program.tensors):
             if t.kind == "input":
                 arr = np.asarray(given[i])
@@ -235,6 +247,7 @@ class _State:
         if flags & isa.FLAG_SYNC_COMPUTE:
             self.barrier = max(self.barrier, self.free["compute"])
             self.compute_writes, self.compute_reads = [], []
+        self.stats.sync_times[self.index] = max(self.barrier, self.t_issue)
 
     def _check_hazards(self, engine: str) -> None:
         me = f"instruction {self.index} ({self.instr.name})"
@@ -358,10 +371,12 @@ class _State:
         dram_box = as_strided(dram_flat, shape=dims, strides=[s * item for s in dstr])
         nbytes = int(np.prod(dims)) * item
         if load:
-            sram_box[...] = dram_box
+            if self.functional:
+                sram_box[...] = dram_box
             self.stats.dma_bytes_loaded += nbytes
         else:
-            dram_box[...] = sram_box
+            if self.functional:
+                dram_box[...] = sram_box
             self.stats.dma_bytes_stored += nbytes
         hw = self.spec.hardware
         return int(hw["dma_setup_cycles"]) + -(-nbytes // int(hw["dma_bytes_per_cycle"])), 0
@@ -378,7 +393,9 @@ class _State:
         sram, count, bits = instr.fields[:3]
         raw = np.array([bits], dtype=np.uint32).view(np.uint8)[:dtype.itemsize]
         value = raw.view(dtype)[0]
-        self.view(sram, count, dtype, True, "fill")[...] = value
+        target = self.view(sram, count, dtype, True, "fill")
+        if self.functional:
+            target[...] = value
         return self._vector(count), 0
 
     # -- MAC array ----------------------------------------------------------------------
@@ -392,6 +409,12 @@ class _State:
         wt = self.tensor(w, (cout, cin, kh, kw), dtype, what="weights")
         acc_v = self.tensor(acc, (cout, hout, wout), isa.DTYPES[isa.ACC_DTYPE[code]], True,
                             "accumulators")
+        reduction = cin * kh * kw
+        passes = -(-reduction // self.sim.rows) * -(-cout // self.sim.cols)
+        cycles = passes * hout * wout * self._rate(code) + \
+            int(self.spec.hardware["mac_pipeline_cycles"])
+        if not self.functional:
+            return cycles, cout * hout * wout * reduction
         work = np.float32 if code == isa.FLOAT16 else np.float64
         xs, ws = x.astype(work), wt.astype(work)
         result = np.zeros((cout, hout * wout), dtype=work)
@@ -402,10 +425,6 @@ class _State:
                 result += ws[:, :, ky, kx] @ tap.reshape(cin, hout * wout)
         result = result.reshape(cout, hout, wout)
         self._store_acc(acc_v, result, bool(instr.flags & isa.FLAG_ACCUMULATE), code)
-        reduction = cin * kh * kw
-        passes = -(-reduction // self.sim.rows) * -(-cout // self.sim.cols)
-        cycles = passes * hout * wout * self._rate(code) + \
-            int(self.spec.hardware["mac_pipeline_cycles"])
         return cycles, cout * hout * wout * reduction
 
     def _dwconv(self, instr):
@@ -418,6 +437,11 @@ class _State:
         wt = self.tensor(w, (c, kh, kw), dtype, what="weights")
         acc_v = self.tensor(acc, (c, hout, wout), isa.DTYPES[isa.ACC_DTYPE[code]], True,
                             "accumulators")
+        passes = -(-(kh * kw) // self.sim.rows) * -(-c // self.sim.cols)
+        cycles = passes * hout * wout * self._rate(code) + \
+            int(self.spec.hardware["mac_pipeline_cycles"])
+        if not self.functional:
+            return cycles, c * hout * wout * kh * kw
         work = np.float32 if code == isa.FLOAT16 else np.float64
         xs, ws = x.astype(work), wt.astype(work)
         result = np.zeros((c, hout, wout), dtype=work)
@@ -426,9 +450,6 @@ class _State:
                 result += xs[:, ky * dh:ky * dh + (hout - 1) * sh + 1:sh,
                              kx * dw:kx * dw + (wout - 1) * sw + 1:sw] * ws[:, ky, kx, None, None]
         self._store_acc(acc_v, result, bool(instr.flags & isa.FLAG_ACCUMULATE), code)
-        passes = -(-(kh * kw) // self.sim.rows) * -(-c // self.sim.cols)
-        cycles = passes * hout * wout * self._rate(code) + \
-            int(self.spec.hardware["mac_pipeline_cycles"])
         return cycles, c * hout * wout * kh * kw
 
     def _gemm(self, instr):
@@ -438,11 +459,12 @@ class _State:
         av = self.tensor(a, (m, k), dtype, what="A")
         bv = self.tensor(b, (k, n), dtype, what="B")
         acc_v = self.tensor(acc, (m, n), isa.DTYPES[isa.ACC_DTYPE[code]], True, "accumulators")
-        work = np.float32 if code == isa.FLOAT16 else np.float64
-        result = av.astype(work) @ bv.astype(work)
-        self._store_acc(acc_v, result, bool(instr.flags & isa.FLAG_ACCUMULATE), code)
         passes = -(-k // self.sim.rows) * -(-n // self.sim.cols)
         cycles = passes * m * self._rate(code) + int(self.spec.hardware["mac_pipeline_cycles"])
+        if self.functional:
+            work = np.float32 if code == isa.FLOAT16 else np.float64
+            result = av.astype(work) @ bv.astype(work)
+            self._store_acc(acc_v, result, bool(instr.flags & isa.FLAG_ACCUMULATE), code)
         return cycles, m * k * n
 
     def _check_window(self, hin, win, hout, wout, kh, kw, sh, sw, dh, dw):
@@ -464,13 +486,23 @@ class _State:
         acc, out, channels, pixels, bias, act, lo, hi, residual = instr.fields[:9]
         shape, bshape = self._channel_shape(channels, pixels,
                                             bool(instr.flags & isa.FLAG_CHANNEL_LAST))
-        x = self.tensor(acc, shape, np.float32, what="accumulators").astype(np.float32)
-        if bias != isa.NONE:
-            x = x + self.tensor(bias, (channels,), np.float32, what="bias").reshape(bshape)
-        if residual != isa.NONE:
-            x = x + self.tensor(residual, shape, np.float16, what="residual").astype(np.float32)
-        y = activation(x, act, isa.bits_f32(lo), isa.bits_f32(hi))
-        self.tensor(out, shape, np.float16, True, "output")[...] = y.astype(np.float16)
+        acc_v = self.tensor(acc, shape, np.float32, what="accumulators")
+        bias_v = None if bias == isa.NONE else \
+            self.tensor(bias, (channels,), np.float32, what="bias").reshape(bshape)
+        res_v = None if residual == isa.NONE else \
+            self.tensor(residual, shape, np.float16, what="residual")
+        out_v = self.tensor(out, shape, np.float16, True, "output")
+        if act >= len(isa.ACTIVATION_NAMES):
+            raise NpuExecutionError(f"instruction {self.index} (EPILOGUE): unknown activation "
+                                    f"{act}")
+        if self.functional:
+            x = acc_v.astype(np.float32)
+            if bias_v is not None:
+                x = x + bias_v
+            if res_v is not None:
+                x = x + res_v.astype(np.float32)
+            out_v[...] = activation(x, act, isa.bits_f32(lo), isa.bits_f32(hi)).astype(
+                np.float16)
         return self._vector(channels * pixels), 0
 
     def _requant(self, instr):
@@ -481,16 +513,19 @@ class _State:
                                     "is not inside [-128, 127]")
         shape, bshape = self._channel_shape(channels, pixels,
                                             bool(instr.flags & isa.FLAG_CHANNEL_LAST))
-        v = self.tensor(acc, shape, np.int32, what="accumulators").astype(np.int64)
-        if bias != isa.NONE:
-            v = v + self.tensor(bias, (channels,), np.int32, what="bias").reshape(bshape)
+        acc_v = self.tensor(acc, shape, np.int32, what="accumulators")
+        bias_v = None if bias == isa.NONE else \
+            self.tensor(bias, (channels,), np.int32, what="bias").reshape(bshape)
         m = self.tensor(mult, (channels,), np.int32, what="multipliers").astype(np.int64)
         sh = self.tensor(shift, (channels,), np.int32, what="shifts").astype(np.int64)
-        if m.min() < 0 or sh.min() < 0 or sh.max() > 62:
-            raise NpuExecutionError(f"instruction {self.index} (REQUANT): multipliers must be "
-                                    "non-negative and shifts in [0, 62]")
-        r = round_half_away(v * m.reshape(bshape), sh.reshape(bshape))
-        self.tensor(out, shape, np.int8, True, "output")[...] = np.clip(r + zp, lo, hi)
+        out_v = self.tensor(out, shape, np.int8, True, "output")
+        if self.functional:
+            if m.min() < 0 or sh.min() < 0 or sh.max() > 62:
+                raise NpuExecutionError(f"instruction {self.index} (REQUANT): multipliers must "
+                                        "be non-negative and shifts in [0, 62]")
+            v = acc_v.astype(np.int64) + (bias_v if bias_v is not None else 0)
+            r = round_half_away(v * m.reshape(bshape), sh.reshape(bshape))
+            out_v[...] = np.clip(r + zp, lo, hi)
         return self._vector(channels * pixels), 0
 
     def _eltwise(self, instr):
@@ -503,16 +538,18 @@ class _State:
         av = self.tensor(a, (channels, pixels), dtype, what="a")
         bshape = [(channels, pixels), (channels, 1), (1, 1), (1, pixels)][bcast]
         bv = self.tensor(b, bshape, dtype, what="b")
-        if code == isa.FLOAT16:
-            x, y = av.astype(np.float32), bv.astype(np.float32)
-        else:
-            x, y = av.astype(np.int64), bv.astype(np.int64)
-        r = [np.add, np.subtract, np.multiply, np.maximum, np.minimum][op](x, y)
-        if code == isa.INT8:
-            if op == isa.ELT_MUL:
-                r = round_half_away(r, shift)
-            r = np.clip(r, -128, 127)
-        self.tensor(out, (channels, pixels), dtype, True, "output")[...] = r.astype(dtype)
+        out_v = self.tensor(out, (channels, pixels), dtype, True, "output")
+        if self.functional:
+            if code == isa.FLOAT16:
+                x, y = av.astype(np.float32), bv.astype(np.float32)
+            else:
+                x, y = av.astype(np.int64), bv.astype(np.int64)
+            r = [np.add, np.subtract, np.multiply, np.maximum, np.minimum][op](x, y)
+            if code == isa.INT8:
+                if op == isa.ELT_MUL:
+                    r = round_half_away(r, shift)
+                r = np.clip(r, -128, 127)
+            out_v[...] = r.astype(dtype)
         return self._vector(channels * pixels), 0
 
     def _act(self, instr):
@@ -520,13 +557,17 @@ class _State:
         inp, out, count, func, lo, hi, lut = instr.fields[:7]
         dtype = isa.DTYPES[code]
         x = self.view(inp, count, dtype, False, "input")
-        if code == isa.INT8:
-            table = self.view(lut, 256, np.int8, False, "lookup table")
-            y = table[x.astype(np.int64) + 128]
-        else:
-            y = activation(x.astype(np.float32), func, isa.bits_f32(lo),
-                           isa.bits_f32(hi)).astype(np.float16)
-        self.view(out, count, dtype, True, "output")[...] = y
+        table = self.view(lut, 256, np.int8, False, "lookup table") if code == isa.INT8 \
+            else None
+        out_v = self.view(out, count, dtype, True, "output")
+        if code == isa.FLOAT16 and func >= len(isa.ACTIVATION_NAMES):
+            raise NpuExecutionError(f"instruction {self.index} (ACT): unknown activation {func}")
+        if self.functional:
+            if table is not None:
+                out_v[...] = table[x.astype(np.int64) + 128]
+            else:
+                out_v[...] = activation(x.astype(np.float32), func, isa.bits_f32(lo),
+                                        isa.bits_f32(hi)).astype(np.float16)
         return self._vector(count), 0
 
     def _pool(self, instr):
@@ -548,6 +589,15 @@ class _State:
             raise NpuExecutionError(f"instruction {self.index} (POOL): windows reach past the "
                                     f"{hin}x{win} tile (window {kh}x{kw}, stride {sh}x{sw}, "
                                     f"output {hout}x{wout})")
+        cycles = self._vector(c * hout * wout * kh * kw)
+        first_h = [(o * sh - pt, o * sh - pt + kh) for o in (0, hout - 1)]
+        first_w = [(o * sw - pl, o * sw - pl + kw) for o in (0, wout - 1)]
+        if any(hi <= 0 or lo >= hin for lo, hi in first_h) or \
+                any(hi <= 0 or lo >= win for lo, hi in first_w):
+            raise NpuExecutionError(f"instruction {self.index} (POOL): a window lies entirely "
+                                    "in the padding")
+        if not self.functional:
+            return cycles, 0
         fill = 0 if avg else -np.inf
         padded = np.full((c, hp, wp), fill, dtype=np.float64)
         padded[:, pt:pt + hin, pl:pl + win] = x
@@ -574,4 +624,4 @@ class _State:
             else:
                 y = (total.astype(np.float32) / n.astype(np.float32))
         out_v[...] = y.astype(dtype)
-        return self._vector(c * hout * wout * kh * kw), 0
+        return cycles, 0
