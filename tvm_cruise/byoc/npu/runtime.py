@@ -67,10 +67,18 @@ def register_runtime(spec: AcceleratorSpec) -> str:
             raise NpuExecutionError(
                 f"{name}: the program takes {n_in} inputs and {n_out} outputs, the call "
                 f"passed {len(args)} tensors")
-        inputs = [np.from_dlpack(a) for a in args[:n_in]]
+        # Programs declare tensors of rank <= 4 over the same dense bytes: reshape by size.
+        inputs = []
+        for arg, decl in zip(args[:n_in], prog.inputs):
+            arr = np.from_dlpack(arg)
+            inputs.append(arr.reshape(decl.shape) if arr.size == decl.size else arr)
         outputs, stats = simulator.run(prog, inputs)
         for dst, value in zip(args[n_in:], outputs):
-            dst.copyfrom(np.ascontiguousarray(value))
+            shape = tuple(dst.shape)
+            if int(np.prod(shape)) != value.size:
+                raise NpuExecutionError(f"{name}: output of {value.size} elements for a "
+                                        f"tensor of shape {shape}")
+            dst.copyfrom(np.ascontiguousarray(value).reshape(shape))
         _LAST_STATS[spec.name] = stats
 
     tvm_ffi.register_global_func(name, run, override=True)

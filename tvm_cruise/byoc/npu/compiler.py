@@ -1,0 +1,110 @@
+"""Compile accelerator functions to NPU programs and call them from the host graph.
+
+``lower(mod, spec)`` replaces every call of an offloaded function (``Codegen`` = the
+spec's key) with ``call_dps_packed("<key>.run", (program, *inputs))`` on fp16 tensors,
+with casts at the boundary, and returns what it compiled: per function its program's
+content and spec hash and its simulated statistics (timing model, no data needed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tvm
+from tvm import relax
+
+from ...targets.spec import AcceleratorSpec
+from .codegen import compile_graph
+from .graph import Graph, from_relax, layer_macs
+from .program import Program
+from .runtime import call_npu
+from .simulator import RunStats, Simulator
+
+
+@dataclass
+class CompiledFunction:
+    name: str
+    graph: Graph
+    program: Program
+    tilings: dict
+    stats: RunStats
+    layer_ends: dict
+
+    def layer_cycles(self) -> dict[int, int]:
+        """Simulated cycles of each layer: between the barriers that close it and the
+        previous one (layers are separated by SYNC on both engines)."""
+        out, prev = {}, 0
+        for index in sorted(self.layer_ends):
+            end = self.stats.sync_times[self.layer_ends[index]]
+            out[index], prev = end - prev, end
+        return out
+
+    def summary(self) -> dict:
+        cycles = self.layer_cycles()
+        peak = self.stats.macs_per_cycle
+        layers = []
+        for i, layer in enumerate(self.graph.layers):
+            macs, cyc = layer_macs(layer), cycles.get(i, 0)
+            layers.append({"kind": layer.kind, "pattern": layer.pattern,
+                           "ops": list(layer.op_ids), "macs": macs, "cycles": cyc,
+                           "utilization": round(macs / (cyc * peak), 6) if cyc else 0.0,
+                           "tiling": self.tilings[i].to_dict() if i in self.tilings else None})
+        return {"function": self.name, "spec_hash": self.program.spec_hash,
+                "content_hash": self.program.content_hash,
+                "bytes": len(self.program.to_bytes()),
+                "instructions": len(self.program.instructions),
+                "layers": layers, "stats": self.stats.to_dict()}
+
+
+def compile_function(func: relax.Function, spec: AcceleratorSpec, name: str,
+                     tilings: dict | None = None) -> CompiledFunction:
+    """One NPU program for an offloaded function; ``tilings`` overrides tiles per layer."""
+    graph = from_relax(func, name)
+    program, chosen, ends = compile_graph(spec, graph, tilings)
+    _, stats = Simulator(spec).run(program, None, functional=False)
+    return CompiledFunction(name, graph, program, chosen, stats, ends)
+
+
+def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None):
+    """Replace each offloaded call by its NPU program; returns (module, [CompiledFunction])."""
+    from ..partition import _without
+    from ..rewrite import rebuild_main
+
+    compiled = {}
+    for gv in functions:
+        compiled[gv] = compile_function(mod[gv], spec, gv.name_hint,
+                                        (tilings or {}).get(gv.name_hint))
+
+    def rewrite(bb, var, value, bound):
+        if not (isinstance(value, relax.Call) and value.op in compiled):
+            return None
+        fn = compiled[value.op]
+        args = []
+        for arg in value.args:
+            if isinstance(arg.ty, relax.TensorType) and str(arg.ty.dtype) == "float32":
+                arg = bb.emit(relax.op.astype(arg, "float16"))
+            args.append(arg)
+        outs = [relax.TensorType(v.shape, "float16") for v in fn.graph.outputs]
+        result = bb.emit(call_npu(spec, fn.program, args, outs if len(outs) > 1 else outs[0]))
+        if len(outs) == 1:
+            return relax.op.astype(result, "float32")
+        items = [bb.emit(relax.op.astype(bb.emit(relax.TupleGetItem(result, i)), "float32"))
+                 for i in range(len(outs))]
+        return relax.Tuple(items)
+
+    out = rebuild_main(mod, rewrite)
+    for gv in functions:
+        out = _without(out, gv)
+    return out, [compiled[gv] for gv in functions]
+
+
+def total_stats(compiled: list[CompiledFunction]) -> dict:
+    """Simulated totals over programs that run one after another."""
+    cycles = sum(c.stats.cycles for c in compiled)
+    macs = sum(c.stats.macs for c in compiled)
+    peak = max((c.stats.macs_per_cycle for c in compiled), default=1)
+    return {"simulated": True, "functions": len(compiled), "cycles": cycles, "macs": macs,
+            "utilization": round(macs / (cycles * peak), 6) if cycles else 0.0,
+            "dma_bytes": sum(c.stats.dma_bytes for c in compiled),
+            "sram_high_water": max((c.stats.sram_high_water for c in compiled), default=0)}
+

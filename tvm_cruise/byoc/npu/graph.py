@@ -1,0 +1,326 @@
+"""The NPU compiler's input: an accelerator function as a list of fused layers.
+
+``from_relax`` reads a function the partitioner offloaded (``Codegen`` = the spec's key):
+each composite becomes one layer whose epilogue (bias, residual add, activation) runs
+on-chip. Layers can also be built by hand (the int8 function-level tests do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from ...errors import BuildError
+from ..rules import ACTIVATIONS, activation_name, is_constant, static_shape
+
+
+@dataclass(eq=False)
+class Value:
+    """A tensor flowing between layers (stored in DRAM between them)."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float16"
+    alias_of: "Value | None" = None  # a reshape: the same bytes under another shape
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def root(self) -> "Value":
+        return self.alias_of.root if self.alias_of is not None else self
+
+
+@dataclass
+class Activation:
+    name: str = "none"   # none, relu, clip, sigmoid, tanh, silu, gelu
+    lo: float = 0.0
+    hi: float = 0.0
+
+
+@dataclass
+class Requant:
+    """int8 output scaling of a MAC layer (per output channel)."""
+
+    mult: np.ndarray
+    shift: np.ndarray
+    zp: int = 0
+    lo: int = -128
+    hi: int = 127
+
+
+@dataclass(eq=False)
+class Layer:
+    kind: str                      # conv, dwconv, dense, matmul, pool, eltwise, act,
+    #                                concat, resize, reshape
+    inputs: list[Value]
+    output: Value
+    attrs: dict = field(default_factory=dict)
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    act: Activation = field(default_factory=Activation)
+    residual: Value | None = None
+    requant: Requant | None = None
+    pattern: str = ""
+    op_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class Graph:
+    name: str
+    inputs: list[Value]
+    outputs: list[Value]
+    layers: list[Layer]
+    dtype: str = "float16"
+
+    def macs(self) -> int:
+        return sum(layer_macs(layer) for layer in self.layers)
+
+
+def layer_macs(layer: Layer) -> int:
+    """Useful multiply-accumulates of one layer (0 for vector-unit layers)."""
+    out = layer.output.size
+    if layer.kind in ("conv", "dwconv"):
+        return out * int(np.prod(layer.weight.shape[1:]))
+    if layer.kind == "dense":
+        return out * layer.weight.shape[0]
+    if layer.kind == "matmul":
+        return out * layer.inputs[0].shape[-1]
+    return 0
+
+
+def broadcast_mode(a_shape, b_shape):
+    """How ELTWISE broadcasts ``b`` over ``a``: ``(mode, rows, cols)`` or None.
+
+    ``a`` is viewed as ``[rows][cols]`` (a split of its dims); ``b`` is then the same
+    (``none``), one value per row (``channel``), per column (``pixel``) or one (``scalar``).
+    """
+    a_shape, b_shape = tuple(a_shape), tuple(b_shape)
+    size = int(np.prod(a_shape)) if a_shape else 1
+    b = (1,) * (len(a_shape) - len(b_shape)) + b_shape
+    if len(b) > len(a_shape):
+        return None
+    if b == a_shape:
+        return "none", 1, size
+    if int(np.prod(b)) == 1:
+        return "scalar", 1, size
+    for split in range(1, len(a_shape)):
+        rows = int(np.prod(a_shape[:split]))
+        cols = int(np.prod(a_shape[split:]))
+        lead, tail = b[:split], b[split:]
+        if lead == a_shape[:split] and all(d == 1 for d in tail):
+            return "channel", rows, cols
+        if all(d == 1 for d in lead) and tail == a_shape[split:]:
+            return "pixel", rows, cols
+    return None
+
+
+# -- from Relax ---------------------------------------------------------------------------------
+_POOL_OPS = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
+             "relax.mean")
+_ELTWISE = {"relax.add": "add", "relax.subtract": "subtract", "relax.multiply": "multiply",
+            "relax.maximum": "maximum", "relax.minimum": "minimum"}
+
+
+def _const(expr) -> np.ndarray:
+    return expr.value.numpy()
+
+
+def _shape(expr) -> tuple[int, ...]:
+    shape = static_shape(expr.ty)
+    if shape is None:
+        raise BuildError(f"the NPU compiler needs static shapes, got {expr.ty}")
+    return shape
+
+
+def _activation(call) -> Activation:
+    name = activation_name(call)
+    if call.op.name == "relax.clip":
+        lo, hi = (float(getattr(getattr(a, "value", a), "value", 0)) for a in call.args[1:3])
+        return Activation("clip", lo, hi)
+    return Activation({"relu6": "clip"}.get(name, name), 0.0, 6.0 if name == "relu6" else 0.0)
+
+
+def _op_ids(func) -> tuple[int, ...]:
+    from ..patterns import OP_IDS_ATTR
+
+    if func.attrs is None or OP_IDS_ATTR not in func.attrs:
+        return ()
+    return tuple(int(i) for i in str(func.attrs[OP_IDS_ATTR]).split(",") if i)
+
+
+class _Reader:
+    def __init__(self, name: str):
+        self.name = name
+        self.layers: list[Layer] = []
+        self.count = 0
+
+    def value(self, shape, hint="t") -> Value:
+        self.count += 1
+        return Value(f"{hint}{self.count}", tuple(shape))
+
+    def composite(self, func: relax.Function, args: list[Value]) -> Value:
+        env = dict(zip(func.params, args))
+        calls = []
+        for block in func.body.blocks:
+            for binding in block.bindings:
+                calls.append((binding.var, binding.value))
+        pattern = str(func.attrs["Composite"]) if func.attrs is not None else ""
+        ids = _op_ids(func)
+        out = self._layer(calls, env, pattern, ids)
+        return out
+
+    def arg(self, expr, env):
+        if isinstance(expr, relax.Var):
+            if expr not in env:
+                raise BuildError(f"NPU compiler: {expr.name} is not bound")
+            return env[expr]
+        return expr
+
+    def _layer(self, calls, env, pattern, ids) -> Value:
+        var, root = calls[0]
+        if not (isinstance(root, relax.Call) and isinstance(root.op, tvm.ir.Op)):
+            raise BuildError(f"NPU compiler: composite {pattern} does not start with an op")
+        name = root.op.name
+        out_shape = _shape(root)
+        layer: Layer
+        if name == "relax.nn.conv2d":
+            a = root.attrs
+            w = _const(root.args[1]).astype(np.float32)
+            depthwise = int(a.groups) > 1 and int(a.groups) == _shape(root.args[0])[1]
+            layer = Layer("dwconv" if depthwise else "conv", [self.arg(root.args[0], env)],
+                          None, weight=w[:, 0] if depthwise else w,
+                          attrs={"strides": tuple(int(v) for v in a.strides),
+                                 "padding": tuple(int(v) for v in a.padding),
+                                 "dilation": tuple(int(v) for v in a.dilation),
+                                 "groups": int(a.groups)})
+        elif name == "relax.matmul":
+            if is_constant(root.args[1]):
+                layer = Layer("dense", [self.arg(root.args[0], env)], None,
+                              weight=_const(root.args[1]).astype(np.float32))
+            else:
+                layer = Layer("matmul", [self.arg(root.args[0], env), self.arg(root.args[1], env)],
+                              None)
+        elif name in _POOL_OPS:
+            layer = self._pool(root, env)
+        elif name in _ELTWISE:
+            layer = self._eltwise(root, env, _ELTWISE[name])
+        elif name in ACTIVATIONS:
+            layer = Layer("act", [self.arg(root.args[0], env)], None, act=_activation(root))
+        elif name == "relax.concat":
+            fields = root.args[0].fields if isinstance(root.args[0], relax.Tuple) else None
+            if fields is None:
+                raise BuildError("NPU compiler: concat of a tuple variable is not supported")
+            layer = Layer("concat", [self.arg(f, env) for f in fields], None,
+                          attrs={"axis": int(root.attrs.axis) % len(out_shape)})
+        elif name == "relax.image.resize2d":
+            a = root.attrs
+            layer = Layer("resize", [self.arg(root.args[0], env)], None,
+                          attrs={"method": str(a.method),
+                                 "coordinate": str(a.coordinate_transformation_mode),
+                                 "rounding": str(a.rounding_method)})
+        elif name in ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims"):
+            src = self.arg(root.args[0], env)
+            layer = Layer("reshape", [src], None)
+        else:
+            raise BuildError(f"NPU compiler: no lowering for {name} (pattern {pattern})")
+        # epilogue ops fused into the layer
+        prev = var
+        for evar, call in calls[1:]:
+            cname = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
+            other = [a for a in call.args if not (isinstance(a, relax.Var) and a.same_as(prev))]
+            if cname == "relax.add" and len(other) == 1 and is_constant(other[0]):
+                layer.bias = _const(other[0]).astype(np.float32).reshape(-1)
+            elif cname == "relax.add" and len(other) == 1:
+                layer.residual = self.arg(other[0], env)
+            elif cname in ACTIVATIONS:
+                layer.act = _activation(call)
+            else:
+                raise BuildError(f"NPU compiler: unexpected {cname} in {pattern}")
+            prev = evar
+            out_shape = _shape(call)
+        output = self.value(out_shape)
+        if layer.kind == "reshape":
+            output.alias_of = layer.inputs[0]
+        layer.output = output
+        layer.pattern = pattern
+        layer.op_ids = ids
+        self.layers.append(layer)
+        return output
+
+    def _pool(self, call, env) -> Layer:
+        name = call.op.name
+        x = self.arg(call.args[0], env)
+        in_shape = _shape(call.args[0])
+        if name in ("relax.mean", "relax.nn.adaptive_avg_pool2d"):
+            return Layer("pool", [x], None, attrs={"kind": "avg", "kernel": in_shape[2:],
+                                                  "stride": (1, 1), "padding": (0, 0, 0, 0),
+                                                  "count_pad": False})
+        a = call.attrs
+        return Layer("pool", [x], None, attrs={
+            "kind": "max" if name == "relax.nn.max_pool2d" else "avg",
+            "kernel": tuple(int(v) for v in a.pool_size),
+            "stride": tuple(int(v) for v in a.strides),
+            "padding": tuple(int(v) for v in a.padding),
+            "count_pad": bool(getattr(a, "count_include_pad", False))})
+
+    def _eltwise(self, call, env, op) -> Layer:
+        lhs, rhs = call.args[0], call.args[1]
+        out_shape = _shape(call)
+        a_const, b_const = is_constant(lhs), is_constant(rhs)
+        if a_const and b_const:
+            raise BuildError("NPU compiler: element-wise op of two constants (fold it first)")
+        # ELTWISE broadcasts its second operand: put the full-shape operand first.
+        swap = _shape(lhs) != out_shape
+        first, second = (rhs, lhs) if swap else (lhs, rhs)
+        operands = [first if not is_constant(first) else _const(first),
+                    second if not is_constant(second) else _const(second)]
+        inputs, const = [], None
+        for expr in operands:
+            if isinstance(expr, np.ndarray):
+                const = expr.astype(np.float32)
+            else:
+                inputs.append(self.arg(expr, env))
+        return Layer("eltwise", inputs, None, weight=const,
+                     attrs={"op": op, "swapped": swap, "b_shape": _shape(second)})
+
+
+def from_relax(func: relax.Function, name: str) -> Graph:
+    """The layers of one accelerator function (``Codegen`` set by MergeCompositeFunctions)."""
+    reader = _Reader(name)
+    params = [Value(p.name, _shape(p), "float16") for p in func.params]
+    env = dict(zip(func.params, params))
+    local: dict = {}
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            value = binding.value
+            if isinstance(value, relax.Function):
+                local[binding.var] = value
+            elif isinstance(value, relax.Call) and value.op in local:
+                args = [reader.arg(a, env) for a in value.args]
+                env[binding.var] = reader.composite(local[value.op], args)
+            elif isinstance(value, relax.Tuple):
+                env[binding.var] = [reader.arg(f, env) for f in value.fields]
+            elif isinstance(value, relax.TupleGetItem):
+                env[binding.var] = env[value.tuple_value][value.index]
+            elif isinstance(value, relax.Var):
+                env[binding.var] = env[value]
+            else:
+                raise BuildError(f"NPU compiler: cannot lower {type(value).__name__} in {name}")
+    body = func.body.body
+    result = env[body] if isinstance(body, relax.Var) else \
+        [reader.arg(f, env) for f in body.fields]
+    outputs = result if isinstance(result, list) else [result]
+    return Graph(name, params, outputs, reader.layers)
+
+
+def eltwise_plan(layer: Layer):
+    """``(mode, rows, cols)`` of an eltwise layer (see ``broadcast_mode``)."""
+    a_shape = layer.inputs[0].shape
+    b_shape = layer.attrs["b_shape"]
+    return broadcast_mode(a_shape, b_shape)
+
