@@ -160,12 +160,22 @@ def test_build_rejects_missing_tuning_dir(tmp_path):
         tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path / "nope")
 
 
-def test_build_records_the_reference_path_honestly(built):
+def test_build_records_its_npu_programs(built):
+    from tvm_cruise.targets import get_accelerator
+
     meta = built("perception-cnn", "cruise-npu").metadata
     acc = meta["accelerator"]
     assert acc["accelerator"] == "cruise-npu" and acc["precision"] == "fp16"
     assert acc["offloaded_functions"] == 1
-    assert "host reference path" in acc["execution"]
+    assert acc["execution"] == "1 NPU program run in the cruise-npu simulator (figures simulated)"
+    (program,) = acc["programs"]
+    assert program["spec_hash"] == get_accelerator("cruise-npu").spec_hash
+    assert program["stats"]["simulated"] is True
+    assert [layer["kind"] for layer in program["layers"]] == ["conv"] * 5
+    assert sum(layer["macs"] for layer in program["layers"]) == program["stats"]["macs"]
+    assert program["stats"]["macs"] == 460_062_720  # the five convolutions, nothing else
+    assert sum(layer["cycles"] for layer in program["layers"]) <= program["stats"]["cycles"]
+    assert 0.5 < acc["totals"]["utilization"] <= 1.0
     assert meta["placement"]["summary"]["mac_share"] == 1.0
     assert meta["model"]["ops"]["relax.nn.conv2d"] == 5
     assert meta["tuning"]["host_kernels"] > 0

@@ -52,35 +52,39 @@ class AcceleratorStage:
     execution: str = ""
     programs: list = field(default_factory=list)
     placement: object = None  # byoc.PlacementReport
+    totals: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
                 "precision": self.precision, "offloaded_functions": self.offloaded_functions,
-                "execution": self.execution, "programs": list(self.programs)}
+                "execution": self.execution, "programs": list(self.programs),
+                "totals": dict(self.totals)}
 
 
 def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
-                      model: str = "model"):
-    """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``).
+                      model: str = "model", tilings: dict | None = None):
+    """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
+    compile every offloaded function into an NPU program (``byoc.npu.compiler``).
 
-    The offloaded functions compute in the accelerator's precision. No NPU program
-    compiler exists yet, so they then run through the host reference path (inlined back,
-    still in that precision); the artifact says so in ``execution``.
+    The programs run in the NPU simulator through ``<key>.run``; their statistics are
+    simulated (cycle model), recorded per function.
     """
     if spec is None:
         return mod, AcceleratorStage(None, None, execution="host-only target")
-    from .byoc.partition import (REFERENCE_PATH_NOTE, accelerator_functions,
-                                 apply_precision, inline_reference, partition)
+    from .byoc.npu.compiler import lower, total_stats
+    from .byoc.partition import accelerator_functions, partition
 
     merged, report = partition(mod, spec, precision, model)
-    functions = len(accelerator_functions(merged, spec))
-    converted = apply_precision(merged, spec, precision)
-    executed = inline_reference(converted, spec)
-    execution = REFERENCE_PATH_NOTE if functions else "nothing offloaded"
+    functions = accelerator_functions(merged, spec)
+    lowered, compiled = lower(merged, spec, functions, tilings)
+    execution = (f"{len(functions)} NPU program{'s' if len(functions) != 1 else ''} run in "
+                 f"the {spec.name} simulator (figures simulated)" if functions
+                 else "nothing offloaded")
     report.execution = execution
-    stage = AcceleratorStage(spec.name, spec.spec_hash, precision, functions, execution,
-                             placement=report)
-    return executed, stage
+    stage = AcceleratorStage(spec.name, spec.spec_hash, precision, len(functions), execution,
+                             programs=[c.summary() for c in compiled], placement=report)
+    stage.totals = total_stats(compiled)
+    return lowered, stage
 
 
 def legalize_passes(database=None) -> list:

@@ -7,13 +7,9 @@
    ``annotate_codegen=False``, then ``MergeCompositeFunctions`` so adjacent offloaded ops
    form one accelerator function (``Codegen`` = the spec's key),
 3. the placement report, read off the result,
-4. the precision policy: each accelerator function computes in the accelerator dtype
-   (fp16: weights converted to fp16 constants, conv/matmul accumulate in fp32 and round
-   to fp16), with casts at the host/accelerator boundaries.
 
-``inline_reference`` is the **host reference path**: until the NPU program compiler
-exists, the accelerator functions are inlined back and run by the host, still in the
-accelerator's dtype, so outputs reflect the accelerator's precision.
+The NPU compiler (``npu.compiler.lower``) then turns each accelerator function into a
+program for the accelerator's precision, with casts at the host/accelerator boundaries.
 """
 
 from __future__ import annotations
@@ -30,12 +26,9 @@ from ..targets.spec import AcceleratorSpec
 from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR
 from .patterns import register as register_patterns
 from .report import HOST, OpPlacement, PlacementReport
-from .rewrite import rebuild_function, rebuild_main, substitute
+from .rewrite import rebuild_main
 from .rules import PRECISIONS, DTYPE_BYTES, family_of, macs, static_shape, violations
 
-REFERENCE_PATH_NOTE = ("accelerator functions run through the host reference path (the "
-                       "host computes them in the accelerator's precision) until the NPU "
-                       "program compiler lands")
 _TAG = re.compile(r"^#(\d+)@")
 
 
@@ -118,7 +111,7 @@ def accelerator_functions(mod, spec: AcceleratorSpec) -> list:
 def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = "model"):
     """Split ``mod`` for ``spec``: returns ``(partitioned_mod, PlacementReport)``.
 
-    The partitioned module still computes in fp32; see ``apply_precision``.
+    The partitioned module still computes in fp32; the NPU compiler converts it.
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of "
@@ -233,118 +226,6 @@ def _var_args(expr) -> list:
     if isinstance(expr, relax.Var):
         return [expr]
     return []
-
-
-# -- precision ---------------------------------------------------------------------------------
-def _retype(ty, dtype: str):
-    if isinstance(ty, relax.TensorType) and str(ty.dtype) == "float32":
-        return relax.TensorType(ty.shape, dtype)
-    if isinstance(ty, relax.TupleType):
-        return relax.TupleType([_retype(f, dtype) for f in ty.fields])
-    return ty
-
-
-def _const_to(expr, dtype: str):
-    if isinstance(expr, tvm.ir.expr.Constant) and str(expr.ty.dtype) == "float32":
-        return relax.const(expr.value.numpy().astype(dtype), dtype)
-    return expr
-
-
-def to_dtype(func: relax.Function, dtype: str) -> relax.Function:
-    """``func`` computing in ``dtype``: params, constants and results; MACs accumulate fp32."""
-    params = [relax.Var(p.name, _retype(p.ty, dtype)) for p in func.params]
-
-    def rewrite(bb, var, value, bound):
-        if isinstance(value, relax.Function):
-            return to_dtype(value, dtype)
-        if not isinstance(value, relax.Call):
-            return None
-        args = [_const_to(a, dtype) for a in value.args]
-        name = value.op.name if isinstance(value.op, tvm.ir.Op) else None
-        if name == "relax.nn.conv2d":
-            a = value.attrs
-            acc = relax.op.nn.conv2d(args[0], args[1], strides=a.strides, padding=a.padding,
-                                     dilation=a.dilation, groups=a.groups,
-                                     data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-                                     out_layout=a.out_layout, out_dtype="float32")
-        elif name == "relax.matmul":
-            acc = relax.op.matmul(args[0], args[1], out_dtype="float32")
-        else:
-            return relax.Call(value.op, args, value.attrs, value.ty_args, span=value.span)
-        acc_var = bb.emit(relax.Call(acc.op, acc.args, acc.attrs, acc.ty_args, span=value.span))
-        rounded = relax.op.astype(acc_var, dtype)
-        return relax.Call(rounded.op, rounded.args, rounded.attrs, rounded.ty_args,
-                          span=value.span)
-
-    return rebuild_function(func, rewrite, params=params)
-
-
-def apply_precision(mod, spec: AcceleratorSpec, precision: str):
-    """Convert every accelerator function to the accelerator dtype, casting at boundaries."""
-    dtype = PRECISIONS[precision]
-    functions = accelerator_functions(mod, spec)
-    if dtype == "float32" or not functions:
-        return mod
-    base = mod
-    for gv in functions:
-        base = _without(base, gv)
-    bb = relax.BlockBuilder(base)
-    renamed = {gv: bb.add_func(to_dtype(mod[gv], dtype), gv.name_hint) for gv in functions}
-    new_mod = bb.get()
-
-    def cast(bb2, expr, to):
-        return bb2.emit(relax.op.astype(expr, to))
-
-    def rewrite(bb2, var, value, bound):
-        if not (isinstance(value, relax.Call) and value.op in renamed):
-            return None
-        args = [cast(bb2, a, dtype) if isinstance(a.ty, relax.TensorType)
-                and str(a.ty.dtype) == "float32" else a for a in value.args]
-        result = bb2.emit(relax.Call(renamed[value.op], args))
-        ty = result.ty
-        if isinstance(ty, relax.TupleType):
-            items = [bb2.emit(relax.TupleGetItem(result, i)) for i in range(len(ty.fields))]
-            return relax.Tuple([cast(bb2, it, "float32") if str(f.dtype) == dtype else it
-                                for it, f in zip(items, ty.fields)])
-        return relax.op.astype(result, "float32") if str(ty.dtype) == dtype else result
-
-    out = rebuild_main(new_mod, rewrite)
-    return relax.transform.DeadCodeElimination(["main"])(out)
-
-
-# -- host reference path -----------------------------------------------------------------------
-def _inline(bb, func: relax.Function, args):
-    env = dict(zip(func.params, args))
-    local = {}
-    for block in func.body.blocks:
-        for binding in block.bindings:
-            value = binding.value
-            if isinstance(value, relax.Function):
-                local[binding.var] = value
-                continue
-            value = substitute(value, env)
-            if isinstance(value, relax.Call) and value.op in local:
-                env[binding.var] = _inline(bb, local[value.op], list(value.args))
-                continue
-            env[binding.var] = bb.emit(value)
-    return substitute(func.body.body, env)
-
-
-def inline_reference(mod, spec: AcceleratorSpec):
-    """Inline the accelerator functions back into ``main`` (the host reference path)."""
-    functions = set(accelerator_functions(mod, spec))
-    if not functions:
-        return mod
-
-    def rewrite(bb, var, value, bound):
-        if isinstance(value, relax.Call) and value.op in functions:
-            return _inline(bb, mod[value.op], list(value.args))
-        return None
-
-    out = rebuild_main(mod, rewrite)
-    for gv in functions:
-        out = _without(out, gv)
-    return out
 
 
 def _without(mod, gv):
