@@ -68,17 +68,19 @@ class Emitter:
         self.chosen: dict[int, T.Tiling] = {}
         self.tensors: dict[int, int] = {}  # id(root value) -> tensor index
         self.layer_ends: dict[int, int] = {}  # layer index -> its closing SYNC
+        self.dtype = graph.dtype
+        self.elem = np.dtype(graph.dtype).itemsize
         self._zero: dict[int, int] = {}
 
     # -- DRAM tensors ---------------------------------------------------------------------
     def _declare(self) -> None:
         g = self.graph
         for v in g.inputs:
-            self.tensors[id(v)] = self.b.input(v.name, "float16", dram_shape(v.shape))
+            self.tensors[id(v)] = self.b.input(v.name, self.dtype, dram_shape(v.shape))
         produced = {id(layer.output.root): layer for layer in g.layers}
         self.copies: list[tuple[Value, int]] = []
         for i, v in enumerate(g.outputs):
-            tid = self.b.output(f"out{i}", "float16", dram_shape(v.shape))
+            tid = self.b.output(f"out{i}", self.dtype, dram_shape(v.shape))
             root = v.root
             if id(root) in produced and id(root) not in self.tensors:
                 self.tensors[id(root)] = tid
@@ -87,7 +89,7 @@ class Emitter:
         for layer in g.layers:
             root = layer.output.root
             if id(root) not in self.tensors:
-                self.tensors[id(root)] = self.b.scratch(root.name, "float16",
+                self.tensors[id(root)] = self.b.scratch(root.name, self.dtype,
                                                         dram_shape(root.shape))
 
     def tid(self, value: Value) -> int:
@@ -96,7 +98,8 @@ class Emitter:
     def zeros(self, length: int) -> int:
         """A DRAM zero vector (DMA source for padding rows, read with stride 0)."""
         if length not in self._zero:
-            self._zero[length] = self.b.constant(f"zeros{length}", np.zeros(length, np.float16))
+            self._zero[length] = self.b.constant(f"zeros{length}",
+                                                 np.zeros(length, self.dtype))
         return self._zero[length]
 
     def layout(self, requests) -> dict:
@@ -147,8 +150,8 @@ class Emitter:
 
     # -- data movement helpers ----------------------------------------------------------------
     def _copy(self, src: int, dst: int, size: int) -> None:
-        chunk = min(size, self.spec.hardware["sram_bytes"] // 4 // T.ELEM)
-        bufs = self.layout([("copy", chunk * T.ELEM, True)])["copy"]
+        chunk = min(size, self.spec.hardware["sram_bytes"] // 4 // self.elem)
+        bufs = self.layout([("copy", chunk * self.elem, True)])["copy"]
         steps = []
         for j, start in enumerate(range(0, size, chunk)):
             n = min(chunk, size - start)
@@ -171,7 +174,7 @@ class Emitter:
         dh, dw = layer.attrs["dilation"]
         return T.ConvShape(cin, cout, h, w, hout, wout, kh, kw, sh, sw, dh, dw,
                            tuple(layer.attrs["padding"]), depthwise, layer.residual is not None,
-                           layer.bias is not None)
+                           layer.bias is not None, self.elem, self.dtype)
 
     def _tiling(self, index: int, choose, shape) -> T.Tiling:
         tiling = self.tilings.get(index) or choose(self.spec, shape)
@@ -197,7 +200,7 @@ class Emitter:
         rows_in = s.rows_in(t.rows)
         pt, pl = s.pad[0], s.pad[1]
         # weights, packed so each (oc block, ic block) is contiguous
-        w = layer.weight.astype(np.float16)
+        w = layer.weight.astype(self.dtype)
         blocks, offsets, pos = [], {}, 0
         for oi, (o0, on) in enumerate(oc_blocks):
             for ki, (i0, inn) in enumerate(ic_blocks):
@@ -215,20 +218,19 @@ class Emitter:
                             ("output tiles", need["out"] // 2, True),
                             ("residual tiles", need["res"] // 2, True)])
         bias_addr = addr.get("bias")
-        if layer.bias is not None:
-            bt = b.constant(f"b{index}", layer.bias.astype(np.float32))
+        channel_params = self._channel_params(index, layer, s.cout)
         w_bufs = (addr["weights"],) if t.resident else addr["weights"]
         in_bufs, acc, out_bufs = addr["input tiles"], addr["accumulators"], addr["output tiles"]
         res_bufs = addr.get("residual tiles")
         x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
         r_t = self.tid(layer.residual) if layer.residual else None
         # zero padding: columns stay zero from this fill; rows come from a zero vector
-        b.fill(in_bufs[0], need["in"] // 2 // T.ELEM, "float16", 0)
-        b.fill(in_bufs[1], need["in"] // 2 // T.ELEM, "float16", 0)
+        b.fill(in_bufs[0], need["in"] // 2 // self.elem, self.dtype, 0)
+        b.fill(in_bufs[1], need["in"] // 2 // self.elem, self.dtype, 0)
         b.sync(compute=True)
         pre = []
-        if bias_addr is not None:
-            pre.append(lambda: b.dma_load(bt, bias_addr, (s.cout,)))
+        if channel_params is not None:
+            pre.append(lambda: b.dma_load(channel_params[0], bias_addr, (channel_params[1],)))
         if t.resident:
             pre.append(lambda: b.dma_load(wt, w_bufs[0], (pos,)))
         zero = self.zeros(s.w)
@@ -249,7 +251,7 @@ class Emitter:
                                                        s, pl))
                     w_off, w_len = offsets[oi, ki]
                     if t.resident:
-                        waddr = w_bufs[0] + w_off * T.ELEM
+                        waddr = w_bufs[0] + w_off * self.elem
                     else:
                         waddr = w_bufs[sbuf]
                         step.loads.append(lambda waddr=waddr, w_off=w_off, w_len=w_len:
@@ -265,25 +267,56 @@ class Emitter:
                         step.compute.append(lambda ibuf=ibuf, waddr=waddr, on=on:
                                             b.dwconv(ibuf, waddr, acc, on, rows_in, s.wp, t.rows,
                                                      s.wout, (s.kh, s.kw), (s.sh, s.sw),
-                                                     (s.dh, s.dw)))
+                                                     (s.dh, s.dw), dtype=self.dtype))
                     else:
                         step.compute.append(lambda ibuf=ibuf, waddr=waddr, on=on, inn=inn,
                                             first=acc_first:
                                             b.conv(ibuf, waddr, acc, inn, rows_in, s.wp, on,
                                                    t.rows, s.wout, (s.kh, s.kw), (s.sh, s.sw),
-                                                   (s.dh, s.dw), accumulate=not first))
+                                                   (s.dh, s.dw), dtype=self.dtype,
+                                                   accumulate=not first))
                     if last:
-                        bias = None if bias_addr is None else bias_addr + o0 * T.ACC
-                        step.compute.append(lambda on=on, obuf=obuf, bias=bias, rbuf=rbuf:
-                                            b.epilogue(acc, obuf, on, t.rows * s.wout, bias,
-                                                       layer.act.name, layer.act.lo,
-                                                       layer.act.hi, residual=rbuf))
+                        step.compute.append(self._epilogue_step(layer, acc, obuf, o0, on,
+                                                                t.rows * s.wout, bias_addr,
+                                                                s.cout, False, rbuf))
                         step.store.append(self._tile_rows(b.dma_store, y_t, obuf, o0, on, r0,
                                                           valid, t.rows, s.hout, s.wout))
                     steps.append(step)
                 tile_no += 1
         steps[0].loads = pre + steps[0].loads
         self.pipeline(steps)
+
+    def _channel_params(self, index: int, layer: Layer, channels: int):
+        """``(tensor, elements)`` of the per-channel epilogue constants, or None:
+        fp16: the fp32 bias; int8: int32 bias | multipliers | shifts."""
+        if self.dtype == "int8":
+            q = layer.requant
+            if q is None:
+                raise BuildError(f"NPU compiler: int8 layer {index} has no requantization")
+            bias = layer.bias if layer.bias is not None else np.zeros(channels)
+            data = np.concatenate([np.asarray(bias, np.int64), np.asarray(q.mult, np.int64),
+                                   np.asarray(q.shift, np.int64)]).astype(np.int32)
+            return self.b.constant(f"q{index}", data), data.size
+        if layer.bias is None:
+            return None
+        data = layer.bias.astype(np.float32)
+        return self.b.constant(f"b{index}", data), data.size
+
+    def _epilogue_step(self, layer: Layer, acc, obuf, c0, cn, pixels, params, channels,
+                       channel_last, residual=None):
+        """The instruction that turns accumulators into the layer's output tile."""
+        b = self.b
+        if self.dtype == "int8":
+            if residual is not None:
+                raise BuildError("NPU compiler: int8 residual adds are not supported")
+            q = layer.requant
+            bias = params + c0 * T.ACC if layer.bias is not None else None
+            mult, shift = params + (channels + c0) * T.ACC, params + (2 * channels + c0) * T.ACC
+            return lambda: b.requant(acc, obuf, cn, pixels, mult, shift, bias, q.zp, q.lo, q.hi,
+                                     channel_last=channel_last)
+        bias = None if params is None else params + c0 * T.ACC
+        return lambda: b.epilogue(acc, obuf, cn, pixels, bias, layer.act.name, layer.act.lo,
+                                  layer.act.hi, channel_last=channel_last, residual=residual)
 
     def _input_rows(self, tensor, zero, buf, c0, chans, top, rows_in, s: T.ConvShape, pl):
         """Load input rows [top, top+rows_in) of channels [c0, c0+chans) into ``buf``
@@ -294,15 +327,15 @@ class Emitter:
 
         def emit():
             if lo > top:  # top padding rows
-                b.dma_load(zero, buf + pl * T.ELEM, (chans, lo - top, s.w), (0, 0, 1),
+                b.dma_load(zero, buf + pl * self.elem, (chans, lo - top, s.w), (0, 0, 1),
                            (plane, s.wp, 1))
             if hi > lo:
-                b.dma_load(tensor, buf + ((lo - top) * s.wp + pl) * T.ELEM,
+                b.dma_load(tensor, buf + ((lo - top) * s.wp + pl) * self.elem,
                            (chans, hi - lo, s.w), (s.h * s.w, s.w, 1), (plane, s.wp, 1),
                            (c0 * s.h + lo) * s.w)
             end = max(hi, lo)
             if top + rows_in > end:  # bottom padding rows (and rows past the last tile)
-                b.dma_load(zero, buf + ((end - top) * s.wp + pl) * T.ELEM,
+                b.dma_load(zero, buf + ((end - top) * s.wp + pl) * self.elem,
                            (chans, top + rows_in - end, s.w), (0, 0, 1), (plane, s.wp, 1))
 
         return emit
@@ -332,7 +365,8 @@ class Emitter:
             batch = int(np.prod(out_batch)) if out_batch else 1
             a_batch = _batch_offsets(a_shape[:-2], out_batch, m_rows * k_)
             b_batch = _batch_offsets(b_shape[:-2], out_batch, k_ * n_)
-        s = T.GemmShape(m_rows, k_, n_, batch, weight is not None, layer.bias is not None)
+        s = T.GemmShape(m_rows, k_, n_, batch, weight is not None, layer.bias is not None,
+                        self.elem, self.dtype)
         t = self._tiling(index, T.choose_gemm, s)
         need = T.gemm_sram(s, t)
         b = self.b
@@ -343,7 +377,7 @@ class Emitter:
             packed, offsets, pos = [], {}, 0
             for ni, (n0, nn) in enumerate(n_blocks):
                 for ki, (k0, kn) in enumerate(k_blocks):
-                    blk = np.ascontiguousarray(weight[k0:k0 + kn, n0:n0 + nn].astype(np.float16))
+                    blk = np.ascontiguousarray(weight[k0:k0 + kn, n0:n0 + nn].astype(self.dtype))
                     offsets[ni, ki] = (pos, blk.size)
                     packed.append(blk.reshape(-1))
                     pos += blk.size
@@ -357,13 +391,12 @@ class Emitter:
                             ("accumulators", need["acc"], False),
                             ("output tiles", need["out"] // 2, True)])
         bias_addr = addr.get("bias")
-        if layer.bias is not None:
-            bias_t = b.constant(f"b{index}", layer.bias.astype(np.float32))
+        channel_params = self._channel_params(index, layer, n_)
         b_bufs = (addr["B"],) if resident else addr["B"]
         a_bufs, acc, out_bufs = addr["A tiles"], addr["accumulators"], addr["output tiles"]
         pre = []
-        if bias_addr is not None:
-            pre.append(lambda: b.dma_load(bias_t, bias_addr, (n_,)))
+        if channel_params is not None:
+            pre.append(lambda: b.dma_load(channel_params[0], bias_addr, (channel_params[1],)))
         if resident:
             pre.append(lambda: b.dma_load(b_t, b_bufs[0], (pos,)))
         steps: list[Step] = []
@@ -386,7 +419,7 @@ class Emitter:
                         if weight is not None:
                             w_off, w_len = offsets[n0 // t.oc, kj]
                             if resident:
-                                baddr = b_bufs[0] + w_off * T.ELEM
+                                baddr = b_bufs[0] + w_off * self.elem
                             else:
                                 baddr = b_bufs[sbuf]
                                 step.loads.append(lambda baddr=baddr, w_off=w_off, w_len=w_len:
@@ -401,13 +434,10 @@ class Emitter:
                         step.compute.append(lambda abuf=abuf, baddr=baddr, mm=mm, kn=kn, nn=nn,
                                             first=kj == 0:
                                             b.gemm(abuf, baddr, acc, mm, kn, nn,
-                                                   accumulate=not first))
+                                                   dtype=self.dtype, accumulate=not first))
                         if kj == len(k_list) - 1:
-                            bias = None if bias_addr is None else bias_addr + n0 * T.ACC
-                            step.compute.append(lambda obuf=obuf, mm=mm, nn=nn, bias=bias:
-                                                b.epilogue(acc, obuf, nn, mm, bias,
-                                                           layer.act.name, layer.act.lo,
-                                                           layer.act.hi, channel_last=True))
+                            step.compute.append(self._epilogue_step(layer, acc, obuf, n0, nn,
+                                                                    mm, bias_addr, n_, True))
                             y_off = bi * m_rows * n_ + m0 * n_ + n0
                             step.store.append(lambda obuf=obuf, mm=mm, nn=nn, y_off=y_off:
                                               b.dma_store(y_t, obuf, (mm, nn), (n_, 1), (nn, 1),
@@ -430,17 +460,18 @@ class Emitter:
 
     def _pool(self, index: int, layer: Layer) -> None:
         _, c, h, w = layer.inputs[0].shape
-        _, _, hout, wout = layer.output.shape
+        # a global mean may drop the reduced axes: (1, C) holds the same values as (1, C, 1, 1)
+        hout, wout = layer.output.shape[2:] if len(layer.output.shape) == 4 else (1, 1)
         a = layer.attrs
         kh, kw = a["kernel"]
         sh, sw = a["stride"]
         pt, pl = a["padding"][0], a["padding"][1]
-        per_channel = (h * w + hout * wout) * T.ELEM + 2 * T.ALIGN
+        per_channel = (h * w + hout * wout) * self.elem + 2 * T.ALIGN
         cb = min(c, self._rows_per_tile(per_channel, 2))
-        if (h * w + hout * wout) * T.ELEM * 2 > self.spec.hardware["sram_bytes"]:
+        if (h * w + hout * wout) * self.elem * 2 > self.spec.hardware["sram_bytes"]:
             raise BuildError(f"NPU compiler: a {h}x{w} pooling plane does not fit the SRAM")
-        addr = self.layout([("pool inputs", cb * h * w * T.ELEM, True),
-                            ("pool outputs", cb * hout * wout * T.ELEM, True)])
+        addr = self.layout([("pool inputs", cb * h * w * self.elem, True),
+                            ("pool outputs", cb * hout * wout * self.elem, True)])
         in_bufs, out_bufs = addr["pool inputs"], addr["pool outputs"]
         x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
         steps = []
@@ -460,8 +491,8 @@ class Emitter:
     def _elementwise_tiles(self, rows: int, cols: int, operands: int):
         """Row-block, column-block tiles of a [rows][cols] view for ``operands`` buffers."""
         budget = self.spec.hardware["sram_bytes"] // (2 * operands) - T.ALIGN
-        col_blk = min(cols, max(1, budget // T.ELEM))
-        row_blk = min(rows, max(1, budget // (col_blk * T.ELEM)))
+        col_blk = min(cols, max(1, budget // self.elem))
+        row_blk = min(rows, max(1, budget // (col_blk * self.elem)))
         for r0 in range(0, rows, row_blk):
             for c0 in range(0, cols, col_blk):
                 yield r0, min(row_blk, rows - r0), c0, min(col_blk, cols - c0), row_blk, col_blk
@@ -488,9 +519,9 @@ class Emitter:
         _, _, _, _, row_blk, col_blk = tiles[0]
         b_elems = {"none": row_blk * col_blk, "channel": row_blk, "pixel": col_blk,
                    "scalar": 1}[mode]
-        addr = self.layout([("a tiles", row_blk * col_blk * T.ELEM, True),
-                            ("b tiles", max(b_elems * T.ELEM, T.ALIGN), True),
-                            ("output tiles", row_blk * col_blk * T.ELEM, True),
+        addr = self.layout([("a tiles", row_blk * col_blk * self.elem, True),
+                            ("b tiles", max(b_elems * self.elem, T.ALIGN), True),
+                            ("output tiles", row_blk * col_blk * self.elem, True),
                             ("-1", T.ALIGN if negate else 0, False)])
         a_bufs, b_bufs, o_bufs = addr["a tiles"], addr["b tiles"], addr["output tiles"]
         minus = addr.get("-1")
@@ -532,8 +563,8 @@ class Emitter:
         x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
         tiles = list(self._elementwise_tiles(1, size, 2))
         chunk = tiles[0][5]
-        addr = self.layout([("act inputs", chunk * T.ELEM, True),
-                            ("act outputs", chunk * T.ELEM, True)])
+        addr = self.layout([("act inputs", chunk * self.elem, True),
+                            ("act outputs", chunk * self.elem, True)])
         in_bufs, out_bufs = addr["act inputs"], addr["act outputs"]
         act = layer.act
         steps = []
@@ -556,8 +587,8 @@ class Emitter:
         y_t = self.tid(layer.output)
         row = out_shape[axis] * inner
         steps = []
-        buf_elems = self.spec.hardware["sram_bytes"] // 4 // T.ELEM
-        bufs = self.layout([("concat", buf_elems * T.ELEM, True)])["concat"]
+        buf_elems = self.spec.hardware["sram_bytes"] // 4 // self.elem
+        bufs = self.layout([("concat", buf_elems * self.elem, True)])["concat"]
         start = 0
         for value in layer.inputs:
             width = value.shape[axis] * inner
@@ -589,14 +620,14 @@ class Emitter:
         b = self.b
         rh_t = b.constant(f"rh{index}", rh.astype(np.float16))
         rwt_t = b.constant(f"rw{index}", np.ascontiguousarray(rw.T).astype(np.float16))
-        need = (ho * h + w * wo) * T.ELEM + 2 * (h * w + h * wo + ho * wo) * T.ELEM + \
+        need = (ho * h + w * wo) * self.elem + 2 * (h * w + h * wo + ho * wo) * self.elem + \
             (h * wo + ho * wo) * T.ACC
         if need > self.spec.hardware["sram_bytes"]:
             raise BuildError(f"NPU compiler: resize {h}x{w}->{ho}x{wo} does not fit the SRAM")
-        addr = self.layout([("Rh", ho * h * T.ELEM, False), ("Rw", w * wo * T.ELEM, False),
-                            ("X", h * w * T.ELEM, True), ("T acc", h * wo * T.ACC, False),
-                            ("T", h * wo * T.ELEM, False), ("O acc", ho * wo * T.ACC, False),
-                            ("O", ho * wo * T.ELEM, True)])
+        addr = self.layout([("Rh", ho * h * self.elem, False), ("Rw", w * wo * self.elem, False),
+                            ("X", h * w * self.elem, True), ("T acc", h * wo * T.ACC, False),
+                            ("T", h * wo * self.elem, False), ("O acc", ho * wo * T.ACC, False),
+                            ("O", ho * wo * self.elem, True)])
         rh_a, rw_a, x_bufs = addr["Rh"], addr["Rw"], addr["X"]
         t_acc, t_buf, o_acc, o_bufs = addr["T acc"], addr["T"], addr["O acc"], addr["O"]
         x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)

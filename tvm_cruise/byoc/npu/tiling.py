@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 
 from ...targets.spec import AcceleratorSpec
 
-ELEM = 2  # fp16 activations and weights
-ACC = 4   # fp32 accumulators
+ACC = 4   # fp32 / int32 accumulators
 ALIGN = 64
 
 
@@ -74,6 +73,8 @@ class ConvShape:
     depthwise: bool
     residual: bool
     bias: bool
+    elem: int = 2            # bytes per activation/weight: 2 fp16, 1 int8
+    dtype: str = "float16"
 
     @property
     def wp(self) -> int:
@@ -85,16 +86,17 @@ class ConvShape:
 
 def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
     ic = t.oc if s.depthwise else t.ic
-    w_block = (t.oc * s.kh * s.kw if s.depthwise else t.oc * ic * s.kh * s.kw) * ELEM
-    w_all = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * ELEM
+    w_block = (t.oc * s.kh * s.kw if s.depthwise else t.oc * ic * s.kh * s.kw) * s.elem
+    w_all = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem
     tile = t.oc * t.rows * s.wout
+    per_channel = (3 if s.dtype == "int8" else 1) * ACC  # bias (+ multiplier, shift)
     need = {
-        "in": 2 * _a(ic * s.rows_in(t.rows) * s.wp * ELEM),
+        "in": 2 * _a(ic * s.rows_in(t.rows) * s.wp * s.elem),
         "w": _a(w_all) if t.resident else 2 * _a(w_block),
         "acc": _a(tile * ACC),
-        "out": 2 * _a(tile * ELEM),
-        "res": 2 * _a(tile * ELEM) if s.residual else 0,
-        "bias": _a(s.cout * ACC) if s.bias else 0,
+        "out": 2 * _a(tile * s.elem),
+        "res": 2 * _a(tile * s.elem) if s.residual else 0,
+        "bias": _a(s.cout * per_channel) if (s.bias or s.dtype == "int8") else 0,
     }
     return need
 
@@ -103,7 +105,7 @@ def conv_cost(spec: AcceleratorSpec, s: ConvShape, t: Tiling) -> float:
     """Estimated cycles: max(compute, DMA) plus what cannot overlap (fills, epilogues)."""
     hw = spec.hardware
     rows_arr, cols = hw["mac_array"]
-    rate = (rows_arr * cols) // hw["macs_per_cycle"]["float16"]
+    rate = (rows_arr * cols) // hw["macs_per_cycle"][s.dtype]
     n_oc = math.ceil(s.cout / t.oc)
     n_rows = math.ceil(s.hout / t.rows)
     ic = t.oc if s.depthwise else t.ic
@@ -112,10 +114,10 @@ def conv_cost(spec: AcceleratorSpec, s: ConvShape, t: Tiling) -> float:
     passes = math.ceil(red / rows_arr) * math.ceil(t.oc / cols)
     conv = n_oc * n_rows * n_ic * (passes * t.rows * s.wout * rate + hw["mac_pipeline_cycles"])
     epi = n_oc * n_rows * math.ceil(t.oc * t.rows * s.wout / hw["vector_lanes"])
-    in_bytes = n_oc * n_rows * n_ic * ic * s.rows_in(t.rows) * s.w * ELEM
-    w_total = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * ELEM
+    in_bytes = n_oc * n_rows * n_ic * ic * s.rows_in(t.rows) * s.w * s.elem
+    w_total = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem
     w_bytes = w_total if t.resident else w_total * n_rows
-    out_bytes = s.cout * s.hout * s.wout * ELEM * (2 if s.residual else 1)
+    out_bytes = s.cout * s.hout * s.wout * s.elem * (2 if s.residual else 1)
     steps = n_oc * n_rows * n_ic
     dma = (in_bytes + w_bytes + out_bytes) / hw["dma_bytes_per_cycle"] + \
         hw["dma_setup_cycles"] * steps * 3
@@ -152,31 +154,34 @@ class GemmShape:
     batch: int
     const_b: bool   # dense: B is a constant weight
     bias: bool
+    elem: int = 2
+    dtype: str = "float16"
 
 
 def gemm_sram(s: GemmShape, t: Tiling) -> dict[str, int]:
     return {
-        "a": 2 * _a(t.rows * t.ic * ELEM),
-        "b": _a(s.k * s.n * ELEM) if (t.resident and s.const_b) else 2 * _a(t.ic * t.oc * ELEM),
+        "a": 2 * _a(t.rows * t.ic * s.elem),
+        "b": _a(s.k * s.n * s.elem) if (t.resident and s.const_b) else 2 * _a(t.ic * t.oc * s.elem),
         "acc": _a(t.rows * t.oc * ACC),
-        "out": 2 * _a(t.rows * t.oc * ELEM),
-        "bias": _a(s.n * ACC) if s.bias else 0,
+        "out": 2 * _a(t.rows * t.oc * s.elem),
+        "bias": _a(s.n * (3 if s.dtype == "int8" else 1) * ACC)
+        if (s.bias or s.dtype == "int8") else 0,
     }
 
 
 def gemm_cost(spec: AcceleratorSpec, s: GemmShape, t: Tiling) -> float:
     hw = spec.hardware
     rows_arr, cols = hw["mac_array"]
-    rate = (rows_arr * cols) // hw["macs_per_cycle"]["float16"]
+    rate = (rows_arr * cols) // hw["macs_per_cycle"][s.dtype]
     n_n, n_m, n_k = math.ceil(s.n / t.oc), math.ceil(s.m / t.rows), math.ceil(s.k / t.ic)
     steps = s.batch * n_n * n_m * n_k
     mac = steps * (math.ceil(t.ic / rows_arr) * math.ceil(t.oc / cols) * t.rows * rate
                    + hw["mac_pipeline_cycles"])
     epi = s.batch * n_n * n_m * math.ceil(t.rows * t.oc / hw["vector_lanes"])
-    a_bytes = s.batch * n_n * s.m * s.k * ELEM
-    b_total = s.k * s.n * ELEM
+    a_bytes = s.batch * n_n * s.m * s.k * s.elem
+    b_total = s.k * s.n * s.elem
     b_bytes = b_total if (t.resident and s.const_b) else s.batch * n_m * b_total
-    dma = (a_bytes + b_bytes + s.batch * s.m * s.n * ELEM) / hw["dma_bytes_per_cycle"] + \
+    dma = (a_bytes + b_bytes + s.batch * s.m * s.n * s.elem) / hw["dma_bytes_per_cycle"] + \
         hw["dma_setup_cycles"] * steps * 3
     return max(mac + epi, dma) + hw["issue_cycles"] * steps * 6
 
