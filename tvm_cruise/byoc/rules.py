@@ -155,7 +155,7 @@ def activation_name(call) -> str:
     """relu, relu6, clip, sigmoid, ... (clip(0, 6) is relu6)."""
     name = ACTIVATIONS[call.op.name]
     if name == "clip":
-        lo, hi = (_prim(a) for a in call.args[1:3])
+        lo, hi = (prim_value(a) for a in call.args[1:3])
         if lo == 0 and hi == 6:
             return "relu6"
         if lo == 0 and hi is not None and hi >= 3.4e38:
@@ -163,7 +163,8 @@ def activation_name(call) -> str:
     return name
 
 
-def _prim(expr):
+def prim_value(expr):
+    """The Python number of a scalar argument (IntImm/FloatImm, or a PrimValue of one)."""
     value = getattr(expr, "value", None)
     return getattr(value, "value", value)
 

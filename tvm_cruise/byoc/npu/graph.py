@@ -14,7 +14,7 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
-from ..rules import ACTIVATIONS, activation_name, is_constant, static_shape
+from ..rules import ACTIVATIONS, activation_name, is_constant, prim_value, static_shape
 
 
 @dataclass(eq=False)
@@ -140,7 +140,7 @@ def _shape(expr) -> tuple[int, ...]:
 def _activation(call) -> Activation:
     name = activation_name(call)
     if call.op.name == "relax.clip":
-        lo, hi = (float(getattr(getattr(a, "value", a), "value", 0)) for a in call.args[1:3])
+        lo, hi = (float(prim_value(a)) for a in call.args[1:3])
         return Activation("clip", lo, hi)
     return Activation({"relu6": "clip"}.get(name, name), 0.0, 6.0 if name == "relu6" else 0.0)
 
