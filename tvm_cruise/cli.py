@@ -85,6 +85,10 @@ def _cmd_compile(args) -> int:
     if art.placement is not None:
         print()
         print(art.placement.table())
+    stats = art.npu_stats()
+    if stats is not None:
+        print()
+        print(stats.table())
     print(f"wrote {output}")
     return 0
 
@@ -136,7 +140,11 @@ def _cmd_run(args) -> int:
     if args.repeat:
         t = art.time_run(**inputs, repeat=args.repeat)
         print(f"  measured wall time on this machine: min {t['min_ms']:.2f} ms, median "
-              f"{t['median_ms']:.2f} ms over {t['runs']} runs")
+              f"{t['median_ms']:.2f} ms over {t['runs']} runs"
+              + (" (includes the NPU simulator's own run time)" if art.npu_stats() else ""))
+    stats = art.npu_stats()
+    if stats is not None:
+        print(stats.table())
     return 0
 
 

@@ -89,6 +89,17 @@ class CompiledModel:
         data = self.metadata.get("placement")
         return PlacementReport.from_dict(data) if data else None
 
+    def npu_stats(self):
+        """Simulated NPU statistics per offloaded function and in total (a
+        ``byoc.npu.report.NpuStats``; None when nothing runs on an accelerator).
+
+        Cycles, time at the spec's clock and utilization come from the simulator's cycle
+        model: they are simulated, never wall time.
+        """
+        from .byoc.npu.report import from_metadata
+
+        return from_metadata(self.metadata)
+
     @property
     def is_cuda(self) -> bool:
         return self.metadata["target"]["host_kind"] == "cuda"
