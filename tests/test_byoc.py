@@ -369,6 +369,9 @@ def test_third_accelerator_from_spec_alone(test_npu, reference):
     art = tvm_cruise.build(module, target="test-npu", example_inputs=inputs)
     assert art.placement.accelerator == "test-npu"
     assert rel_err(art.run(*inputs), ref) <= 1e-2
+    stats = art.npu_stats()  # compiled and simulated for the spec's 8x8 array and 64 KiB
+    assert stats.accelerator == "test-npu" and stats.clock_mhz == 500
+    assert all(p["stats"]["sram_high_water"] <= 65536 for p in stats.programs)
     assert tvm_cruise.register_accelerator(TEST_SPEC) == test_npu  # idempotent
     with pytest.raises(tvm_cruise.UnknownTargetError, match="already registered with a "
                                                             "different spec"):

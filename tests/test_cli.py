@@ -36,6 +36,7 @@ def test_compile_run_inspect_round_trip(tmp_path):
     assert "seeded random inputs (seed 0)" in proc.stdout
     assert "relu_4: float32[1, 128, 16, 32]" in proc.stdout
     assert "measured wall time on this machine" in proc.stdout
+    assert "NPU statistics on cruise-npu at 1000 MHz (simulated by the cycle model" in proc.stdout
     first = np.load(tmp_path / "out.npz")["relu_4"]
     # Same seed, same inputs, same outputs; explicit inputs by name give the same too.
     import tvm_cruise
@@ -102,6 +103,7 @@ def test_compile_prints_placement_and_no_fallback_fails(tmp_path):
     assert "placement of resnet18 on cruise-npu-lite" in proc.stdout
     assert "cruise-npu-lite: conv2d kernel (7, 7) > 5 is not supported" in proc.stdout
     assert "69/70 ops" in proc.stdout
+    assert "NPU statistics on cruise-npu-lite at 800 MHz" in proc.stdout
     proc = run_cli("compile", "resnet18", "--target", "cruise-npu-lite", "--no-fallback",
                    "-o", tmp_path / "r2.so")
     assert proc.returncode == 2
