@@ -125,24 +125,29 @@ def conv_cost(spec: AcceleratorSpec, s: ConvShape, t: Tiling) -> float:
     return max(conv + epi, dma) + issue + hw["dma_setup_cycles"] * 2
 
 
-def choose_conv(spec: AcceleratorSpec, s: ConvShape) -> Tiling | None:
-    rows_arr, cols = spec.hardware["mac_array"]
+def _best(spec: AcceleratorSpec, groups, sram, cost) -> Tiling | None:
+    """The cheapest tiling that fits the SRAM. Each group lists tilings that differ only
+    in rows, most rows first: the first that fits is the group's best (fewer rows only add
+    per-step overheads)."""
     budget = spec.hardware["sram_bytes"]
     best, best_cost = None, math.inf
-    oc_options = _candidates(s.cout, cols)
-    ic_options = [s.cin] if s.depthwise else _candidates(s.cin, rows_arr)
-    for oc in oc_options:
-        for ic in ic_options:
-            for resident in (True, False):
-                for rows in _row_candidates(s.hout):
-                    t = Tiling(oc, rows, ic, resident)
-                    if sum(conv_sram(s, t).values()) > budget:
-                        continue
-                    cost = conv_cost(spec, s, t)
-                    if cost < best_cost:
-                        best, best_cost = t, cost
-                    break  # fewer rows only costs more for this (oc, ic, resident)
+    for group in groups:
+        for t in group:
+            if sum(sram(t).values()) <= budget:
+                c = cost(t)
+                if c < best_cost:
+                    best, best_cost = t, c
+                break
     return best
+
+
+def choose_conv(spec: AcceleratorSpec, s: ConvShape) -> Tiling | None:
+    rows_arr, cols = spec.hardware["mac_array"]
+    ic_options = [s.cin] if s.depthwise else _candidates(s.cin, rows_arr)
+    groups = ([Tiling(oc, rows, ic, resident) for rows in _row_candidates(s.hout)]
+              for oc in _candidates(s.cout, cols) for ic in ic_options
+              for resident in (True, False))
+    return _best(spec, groups, lambda t: conv_sram(s, t), lambda t: conv_cost(spec, s, t))
 
 
 # -- matrix products -----------------------------------------------------------------------------
@@ -188,17 +193,7 @@ def gemm_cost(spec: AcceleratorSpec, s: GemmShape, t: Tiling) -> float:
 
 def choose_gemm(spec: AcceleratorSpec, s: GemmShape) -> Tiling | None:
     rows_arr, cols = spec.hardware["mac_array"]
-    budget = spec.hardware["sram_bytes"]
-    best, best_cost = None, math.inf
-    for n in _candidates(s.n, cols):
-        for k in _candidates(s.k, rows_arr):
-            for resident in ((True, False) if s.const_b else (False,)):
-                for m in _row_candidates(s.m):
-                    t = Tiling(n, m, k, resident)
-                    if sum(gemm_sram(s, t).values()) > budget:
-                        continue
-                    cost = gemm_cost(spec, s, t)
-                    if cost < best_cost:
-                        best, best_cost = t, cost
-                    break
-    return best
+    groups = ([Tiling(n, m, k, resident) for m in _row_candidates(s.m)]
+              for n in _candidates(s.n, cols) for k in _candidates(s.k, rows_arr)
+              for resident in ((True, False) if s.const_b else (False,)))
+    return _best(spec, groups, lambda t: gemm_sram(s, t), lambda t: gemm_cost(spec, s, t))
