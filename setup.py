@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"',
@@ -36,16 +36,8 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=[
-        "tvm_cruise",
-        "tvm_cruise.targets",
-        "tvm_cruise.models",
-        "tvm_cruise.byoc",
-        "tvm_cruise.relay_ops",
-        "tvm_cruise.schedules",
-        "tvm_cruise.autotune",
-        "tvm_cruise.tuning_logs",
-    ],
+    # Every package under tvm_cruise/ (a new sub-package is installed without edits here).
+    packages=find_packages(include=["tvm_cruise", "tvm_cruise.*"]) + ["tvm_cruise.tuning_logs"],
     # The top-level tuning_logs/ folder (the brief's layout) installs as package data.
     package_dir={"tvm_cruise.tuning_logs": "tuning_logs"},
     package_data={

@@ -96,3 +96,15 @@ def test_log_level_knob(monkeypatch):
     with pytest.raises(ValueError, match="TVM_CRUISE_LOG_LEVEL='loud' is not a level"):
         env.configure_logging()
     env.configure_logging("warning")
+
+
+def test_every_source_package_is_installed():
+    """setup.py must ship every sub-package (a non-editable install once missed byoc.npu)."""
+    import pathlib
+
+    import tvm_cruise as pkg
+
+    root = pathlib.Path(pkg.__file__).parent
+    for init in root.rglob("__init__.py"):
+        name = ".".join(("tvm_cruise",) + init.parent.relative_to(root).parts)
+        assert importlib.import_module(name).__name__ == name
