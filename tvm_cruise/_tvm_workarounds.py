@@ -35,11 +35,14 @@ def _cheap_inspect_stack():
 
 
 @functools.lru_cache(maxsize=None)
-def preload_gpu_tensor_intrinsics() -> None:
-    """Import ``tvm.s_tir.tensor_intrin`` (done by dlight's GPU matmul rule for fp16).
+def preload_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` (dlight's GPU matmul rule for fp16 does, and so
+    do MetaSchedule's tune contexts and every LocalBuilder worker, per build).
 
     Its ~500 TVMScript functions each call ``inspect.stack()``: 80 s on this project's
-    2-core machine (measured), 5 s with the stand-in above.
+    2-core machine (measured), 5 s with the stand-in above. In a builder worker the 80 s
+    exceed MetaSchedule's 30 s build timeout, so every trial fails; tuning jobs pass this
+    function as the builder's initializer.
     """
     with _cheap_inspect_stack():
         import tvm.s_tir.tensor_intrin  # noqa: F401

@@ -165,7 +165,8 @@ def describe(meta: dict) -> str:
     tuning = meta.get("tuning", {})
     if tuning:
         lines.append(f"kernels   {tuning['tuned_kernels']}/{tuning['host_kernels']} host kernels "
-                     "tuned")
+                     "tuned" + (f", {tuning['npu_layers_tuned']}/{tuning['npu_layers']} NPU "
+                                "layers with searched tiles" if tuning.get("npu_layers") else ""))
     return "\n".join(lines)
 
 

@@ -6,7 +6,6 @@ are bound at import, so there is no ``params``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Mapping, Sequence
 
 from . import __version__
@@ -15,8 +14,9 @@ from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
-from .pipeline import (accelerator_stage, count_kernels, finalize_passes, legalize_passes,
-                       library_dispatch_passes, prepare_passes, run_passes)
+from .byoc.npu.graph import TUNABLE
+from .pipeline import (accelerator_stage, finalize_passes, host_kernels, prepare_passes,
+                       run_passes)
 from .runtime import CompiledModel
 from .targets import resolve_target
 
@@ -73,29 +73,29 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     import tvm
     import tvm_ffi
 
-    from .autotune import open_database, resolve_log_dirs
+    from .autotune import open_logs
 
     resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
     tvm_target = resolved.tvm_target
-    log_dirs, use_shipped = resolve_log_dirs(tuning_logs, shipped_logs)
-    database, opened = open_database(log_dirs, use_shipped)
+    logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
 
     with tvm_target:
         mod = run_passes(imported.mod, prepare_passes())
-        mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
+        mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
+                                       records=logs.npu_records)
         if stage.placement is not None and not allow_fallback and stage.placement.host_ops:
             lines = stage.placement.fallback_lines()
             raise BuildError(
                 f"{len(lines)} ops of {imported.name} would fall back to the host on "
                 f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
                 + "\n  ".join(lines))
-        scope = database if database is not None else contextlib.nullcontext()
-        with scope:
-            mod = run_passes(mod, library_dispatch_passes(tvm_target)
-                             + legalize_passes(database))
-        total, tuned = count_kernels(mod)
+        mod, total, tuned, failed = host_kernels(mod, tvm_target, logs.host_db)
+        npu_layers = [(i, layer) for c in stage.compiled for i, layer in
+                      enumerate(c.graph.layers) if layer.kind in TUNABLE]
+        npu_tuned = sum(len(c.tuned_layers) for c in stage.compiled)
+        logs.skipped.warn()
         metadata = {
             "format": {"name": FORMAT_NAME, "version": list(FORMAT_VERSION)},
             "versions": {"tvm_cruise": __version__, "tvm": tvm.__version__,
@@ -110,8 +110,10 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
             "outputs": [o.to_dict() for o in imported.outputs],
             "accelerator": stage.to_dict(),
             "placement": stage.placement.to_dict() if stage.placement is not None else None,
-            "tuning": {"host_kernels": total, "tuned_kernels": tuned, "logs": opened,
-                       "shipped_logs": use_shipped},
+            "tuning": {"host_kernels": total, "tuned_kernels": tuned,
+                       "failed_records": failed, "npu_layers": len(npu_layers),
+                       "npu_layers_tuned": npu_tuned, "logs": logs.opened,
+                       "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
             "extensions": {},
         }
         mod = attach_metadata(mod, metadata)

@@ -53,6 +53,7 @@ class AcceleratorStage:
     programs: list = field(default_factory=list)
     placement: object = None  # byoc.PlacementReport
     totals: dict = field(default_factory=dict)
+    compiled: list = field(default_factory=list)  # byoc.npu.compiler.CompiledFunction
 
     def to_dict(self) -> dict:
         return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
@@ -62,7 +63,8 @@ class AcceleratorStage:
 
 
 def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
-                      model: str = "model", tilings: dict | None = None):
+                      model: str = "model", tilings: dict | None = None,
+                      records: dict | None = None):
     """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
     compile every offloaded function into an NPU program (``byoc.npu.compiler``).
 
@@ -76,7 +78,7 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
 
     merged, report = partition(mod, spec, precision, model)
     functions = accelerator_functions(merged, spec)
-    lowered, compiled = lower(merged, spec, functions, tilings)
+    lowered, compiled = lower(merged, spec, functions, tilings, records)
     execution = (f"{len(functions)} NPU program{'s' if len(functions) != 1 else ''} run in "
                  f"the {spec.name} simulator (figures simulated)" if functions
                  else "nothing offloaded")
@@ -84,21 +86,35 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
     stage = AcceleratorStage(spec.name, spec.spec_hash, precision, len(functions), execution,
                              programs=[c.summary() for c in compiled], placement=report)
     stage.totals = total_stats(compiled)
+    stage.compiled = compiled
     return lowered, stage
 
 
-def legalize_passes(database=None) -> list:
-    """Lower Relax ops to TIR, fuse them, and apply tuned schedules from ``database``."""
-    passes = [
+def legalize_passes() -> list:
+    """Lower Relax ops to TIR and fuse them: the kernels tuning tasks are made of."""
+    return [
         relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
     ]
+
+
+def host_kernels(mod, target, database=None):
+    """Legalize and fuse the host part, then apply tuned records kernel by kernel.
+
+    Returns ``(module, kernels, tuned, records that failed to apply)``. Tuning jobs call
+    it without a database to extract exactly the kernels a build will look up.
+    """
+    from .autotune.apply import apply_database
+
+    mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes())
+    total, _ = count_kernels(mod)
+    tuned, failed = 0, []
     if database is not None:
-        passes.append(relax.transform.MetaScheduleApplyDatabase(enable_warning=False))
-    return passes
+        mod, tuned, failed = apply_database(mod, target, database)
+    return mod, total, tuned, failed
 
 
 def finalize_passes(target) -> list:
@@ -112,9 +128,9 @@ def finalize_passes(target) -> list:
     if gpu:
         from tvm.s_tir import dlight as dl
 
-        from ._tvm_workarounds import preload_gpu_tensor_intrinsics
+        from ._tvm_workarounds import preload_tensor_intrinsics
 
-        preload_gpu_tensor_intrinsics()
+        preload_tensor_intrinsics()
         # A GPU kernel without a schedule does not compile at all (unbound threads).
         passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(),
                                               dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
@@ -176,7 +192,7 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
         database = ms.database.Database.current()
         mod = run_passes(mod, prepare_passes())
         mod, _ = accelerator_stage(mod, spec, precision)
-        mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes(database))
+        mod, _, _, _ = host_kernels(mod, target, database)
         return run_passes(mod, finalize_passes(target))
 
     return _pipeline

@@ -1,9 +1,10 @@
-"""Autotuning: MetaSchedule records for host kernels, and where builds find them.
+"""Autotuning: tuning jobs for host kernels (MetaSchedule, XGBoost) and NPU tilings (the
+simulator's cycle model), and the tuning logs every build reuses.
 
-Today this package opens tuning logs for builds (``store``); tuning jobs, NPU tiling search
-and log tools are the autotuning issue's work.
+- ``store``: log layout, stamps, locking, robust reading; ``open_logs`` for builds
+- ``apply``: tuned records onto a build's kernels, never failing the build
 """
 
-from .store import open_database, resolve_log_dirs, shipped_log_dir
+from .store import Logs, open_logs, resolve_log_dirs, shipped_log_dir
 
-__all__ = ["open_database", "resolve_log_dirs", "shipped_log_dir"]
+__all__ = ["Logs", "open_logs", "resolve_log_dirs", "shipped_log_dir"]

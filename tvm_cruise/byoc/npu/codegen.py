@@ -176,6 +176,26 @@ class Emitter:
                            tuple(layer.attrs["padding"]), depthwise, layer.residual is not None,
                            layer.bias is not None, self.elem, self.dtype)
 
+    def _gemm_shape(self, layer: Layer) -> T.GemmShape:
+        a = layer.inputs[0].shape
+        k = a[-1]
+        if layer.kind == "dense":
+            return T.GemmShape(int(np.prod(a[:-1])), k, layer.weight.shape[1], 1, True,
+                               layer.bias is not None, self.elem, self.dtype)
+        out_batch = layer.output.shape[:-2]
+        return T.GemmShape(a[-2], k, layer.inputs[1].shape[-1],
+                           int(np.prod(out_batch)) if out_batch else 1, False,
+                           layer.bias is not None, self.elem, self.dtype)
+
+    def problem(self, layer: Layer):
+        """``(choose, shape, sram)`` of a MAC layer's tiling: the heuristic, the shape it
+        takes and the SRAM a tiling needs (the autotuner searches the same space)."""
+        if layer.kind in ("conv", "dwconv"):
+            shape = self._conv_shape(layer)
+            return T.choose_conv, shape, lambda t: T.conv_sram(shape, t)
+        shape = self._gemm_shape(layer)
+        return T.choose_gemm, shape, lambda t: T.gemm_sram(shape, t)
+
     def _tiling(self, index: int, choose, shape) -> T.Tiling:
         tiling = self.tilings.get(index) or choose(self.spec, shape)
         if tiling is None:
@@ -351,22 +371,14 @@ class Emitter:
     # -- matrix products ----------------------------------------------------------------------
     def _gemm_layer(self, index: int, layer: Layer, a_val: Value, b_val: Value | None,
                     weight: np.ndarray | None) -> None:
-        a_shape = a_val.shape
-        m_, k_ = int(np.prod(a_shape[:-1])), a_shape[-1]
+        s = self._gemm_shape(layer)
+        m_rows, k_, n_, batch = s.m, s.k, s.n, s.batch
         if weight is not None:
-            n_ = weight.shape[1]
-            batch, a_batch, b_batch = 1, [0], [0]
-            m_rows = m_
+            a_batch, b_batch = [0], [0]
         else:
-            b_shape = b_val.shape
-            n_ = b_shape[-1]
-            m_rows = a_shape[-2]
             out_batch = layer.output.shape[:-2]
-            batch = int(np.prod(out_batch)) if out_batch else 1
-            a_batch = _batch_offsets(a_shape[:-2], out_batch, m_rows * k_)
-            b_batch = _batch_offsets(b_shape[:-2], out_batch, k_ * n_)
-        s = T.GemmShape(m_rows, k_, n_, batch, weight is not None, layer.bias is not None,
-                        self.elem, self.dtype)
+            a_batch = _batch_offsets(a_val.shape[:-2], out_batch, m_rows * k_)
+            b_batch = _batch_offsets(b_val.shape[:-2], out_batch, k_ * n_)
         t = self._tiling(index, T.choose_gemm, s)
         need = T.gemm_sram(s, t)
         b = self.b

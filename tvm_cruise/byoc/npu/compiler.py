@@ -8,14 +8,15 @@ content and spec hash and its simulated statistics (timing model, no data needed
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
 from ...targets.spec import AcceleratorSpec
 from .codegen import compile_graph
-from .graph import Graph, from_relax, layer_macs
+from .graph import TUNABLE, Graph, from_relax, layer_macs, layer_signature
+from .tiling import Tiling
 from .program import Program
 from .runtime import call_npu
 from .simulator import RunStats, Simulator
@@ -29,6 +30,7 @@ class CompiledFunction:
     tilings: dict
     stats: RunStats
     layer_ends: dict
+    tuned_layers: set = field(default_factory=set)
 
     def layer_cycles(self) -> dict[int, int]:
         """Simulated cycles of each layer: between the barriers that close it and the
@@ -48,7 +50,8 @@ class CompiledFunction:
             layers.append({"kind": layer.kind, "pattern": layer.pattern,
                            "ops": list(layer.op_ids), "macs": macs, "cycles": cyc,
                            "utilization": round(macs / (cyc * peak), 6) if cyc else 0.0,
-                           "tiling": self.tilings[i].to_dict() if i in self.tilings else None})
+                           "tiling": self.tilings[i].to_dict() if i in self.tilings else None,
+                           "tuned": i in self.tuned_layers})
         stats = self.stats.to_dict()
         # The array also computes rows past the image edge in a last, partial row tile:
         # time, but not useful work. Utilization counts the model's MACs only.
@@ -64,23 +67,43 @@ class CompiledFunction:
 
 
 def compile_function(func: relax.Function, spec: AcceleratorSpec, name: str,
-                     tilings: dict | None = None) -> CompiledFunction:
-    """One NPU program for an offloaded function; ``tilings`` overrides tiles per layer."""
+                     tilings: dict | None = None,
+                     records: dict | None = None) -> CompiledFunction:
+    """One NPU program for an offloaded function.
+
+    ``tilings`` ({layer index: Tiling}) overrides tiles per layer; ``records`` (tuning
+    records {layer signature: record}) supplies searched tiles for the layers they match;
+    every other layer gets the heuristic.
+    """
     graph = from_relax(func, name)
-    program, chosen, ends = compile_graph(spec, graph, tilings)
+    chosen_in = dict(tilings or {})
+    tuned = set()
+    for i, layer in enumerate(graph.layers):
+        if i in chosen_in or layer.kind not in TUNABLE or not records:
+            continue
+        rec = records.get(layer_signature(layer))
+        if rec is not None:
+            chosen_in[i] = Tiling(**rec["tiling"])
+            tuned.add(i)
+    program, chosen, ends = compile_graph(spec, graph, chosen_in)
     _, stats = Simulator(spec).run(program, None, functional=False)
-    return CompiledFunction(name, graph, program, chosen, stats, ends)
+    compiled = CompiledFunction(name, graph, program, chosen, stats, ends)
+    compiled.tuned_layers = tuned
+    return compiled
 
 
-def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None):
-    """Replace each offloaded call by its NPU program; returns (module, [CompiledFunction])."""
+def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, records=None):
+    """Replace each offloaded call by its NPU program; returns (module, [CompiledFunction]).
+
+    ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records.
+    """
     from ..partition import _without
     from ..rewrite import rebuild_main
 
     compiled = {}
     for gv in functions:
         compiled[gv] = compile_function(mod[gv], spec, gv.name_hint,
-                                        (tilings or {}).get(gv.name_hint))
+                                        (tilings or {}).get(gv.name_hint), records)
 
     def rewrite(bb, var, value, bound):
         if not (isinstance(value, relax.Call) and value.op in compiled):

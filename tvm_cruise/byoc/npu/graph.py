@@ -324,3 +324,27 @@ def eltwise_plan(layer: Layer):
     b_shape = layer.attrs["b_shape"]
     return broadcast_mode(a_shape, b_shape)
 
+
+
+TUNABLE = ("conv", "dwconv", "dense", "matmul")
+
+
+def layer_signature(layer: Layer) -> str:
+    """What a layer's best tiling depends on (shapes, kernel geometry, fused extras,
+    dtype), hashed: NPU tuning records are keyed by it and the spec hash."""
+    import hashlib
+    import json
+
+    data = {"kind": layer.kind, "in": [list(v.shape) for v in layer.inputs],
+            "out": list(layer.output.shape), "dtype": layer.output.dtype,
+            "weight": list(layer.weight.shape) if layer.weight is not None else None,
+            "bias": layer.bias is not None, "residual": layer.residual is not None,
+            "attrs": {k: list(v) if isinstance(v, tuple) else v
+                      for k, v in sorted(layer.attrs.items()) if k not in ("swapped",)}}
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def describe_layer(layer: Layer) -> str:
+    w = "x".join(map(str, layer.weight.shape)) if layer.weight is not None else "-"
+    return (f"{layer.kind} {'x'.join(map(str, layer.inputs[0].shape))} -> "
+            f"{'x'.join(map(str, layer.output.shape))} w {w}")

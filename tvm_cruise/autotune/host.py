@@ -1,0 +1,186 @@
+"""Host tuning jobs: MetaSchedule with the XGBoost cost model on what runs on the host.
+
+The module is prepared exactly as ``tvm_cruise.build`` prepares it (import, prepare
+passes, partition and NPU lowering, legalize and fuse), so the extracted kernels are the
+ones a later build looks up: MetaSchedule matches records by the TIR's structural hash.
+The NPU's functions are never tuned here (they are NPU programs, not host kernels).
+
+Tasks are tuned one at a time, and each task's records are merged into the log directory
+as soon as it finishes: a job can be stopped and resumed (tuned tasks are skipped unless
+``retune``), and a time budget stops it between tasks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import math
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..env import logger
+from ..errors import BuildError
+from . import store
+
+
+@dataclass
+class TaskResult:
+    name: str
+    weight: int
+    trials: int = 0
+    best_us: float | None = None
+    status: str = "tuned"  # tuned, skipped (already tuned), not reached (time budget)
+
+
+@dataclass
+class HostTuneReport:
+    target: dict
+    log_dir: str
+    tasks: list[TaskResult] = field(default_factory=list)
+    seconds: float = 0.0
+    new_records: int = 0
+
+    @property
+    def trials(self) -> int:
+        return sum(t.trials for t in self.tasks)
+
+    def summary(self) -> str:
+        done = sum(t.status == "tuned" for t in self.tasks)
+        skipped = sum(t.status == "skipped" for t in self.tasks)
+        left = sum(t.status == "not reached" for t in self.tasks)
+        return (f"host: {done} tasks tuned ({self.trials} trials), {skipped} already tuned, "
+                f"{left} left for a later run; {self.new_records} new records in "
+                f"{self.log_dir} ({self.seconds:.0f} s)")
+
+
+def prepared_host_module(model, target, *, example_inputs=None, input_shapes=None, host=None,
+                         cuda_arch=None, precision="fp16", name=None):
+    """``(host module after legalize+fuse, tvm Target)``, as ``build`` makes it."""
+    from ..frontend import ImportedModel, load_model
+    from ..pipeline import accelerator_stage, host_kernels, prepare_passes, run_passes
+    from ..targets import resolve_target
+
+    resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
+    imported = model if isinstance(model, ImportedModel) else load_model(
+        model, example_inputs, input_shapes=input_shapes, name=name)
+    tvm_target = resolved.tvm_target
+    with tvm_target:
+        mod = run_passes(imported.mod, prepare_passes())
+        mod, _ = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
+        mod, _, _, _ = host_kernels(mod, tvm_target, None)
+    return mod, tvm_target, imported
+
+
+def _runner(target, rpc_tracker: str | None, rpc_key: str | None, workers: int):
+    from tvm.s_tir import meta_schedule as ms
+
+    if rpc_tracker:
+        host, _, port = rpc_tracker.rpartition(":")
+        if not host or not port.isdigit() or not rpc_key:
+            raise BuildError(f"--rpc-tracker {rpc_tracker!r} must be HOST:PORT and needs "
+                             "--rpc-key (the key the boards registered with)")
+        config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port),
+                                     tracker_key=rpc_key, session_timeout_sec=60)
+        return ms.runner.RPCRunner(rpc_config=config, max_workers=workers)
+    if "gpu" in target.keys:
+        from ..cuda import gpu_available
+
+        if not gpu_available():
+            raise BuildError(
+                "tuning a CUDA host measures kernels on a GPU and none is visible here; "
+                "measure on a remote board: --rpc-tracker HOST:PORT --rpc-key KEY "
+                "(python -m tvm.exec.rpc_tracker / rpc_server)")
+    return ms.runner.LocalRunner()
+
+
+def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | None = None,
+              retune: bool = False, workers: int | None = None,
+              rpc_tracker: str | None = None, rpc_key: str | None = None,
+              progress: Callable[[str], None] = print, seed: int = 0,
+              **build_options) -> HostTuneReport:
+    """Tune the host kernels of ``model`` for ``target`` into ``log_dir``.
+
+    ``trials`` is the whole job's trial budget, spread over the tasks by their weight.
+    """
+    import os
+
+    import numpy as np
+    from tvm.s_tir import meta_schedule as ms
+
+    from .._tvm_workarounds import preload_tensor_intrinsics
+
+    preload_tensor_intrinsics()
+    import logging
+
+    # MetaSchedule prints a table per round to stdout (its handlers bind sys.stdout when a
+    # task's loggers are made); it stays in its log files unless the user asked for -v.
+    quiet = logger.getEffectiveLevel() > logging.INFO
+    log_dir = Path(log_dir)
+    mod, tvm_target, _ = prepared_host_module(model, target, **build_options)
+    cpu = tvm_target.host if "gpu" in tvm_target.keys else tvm_target
+    if cpu.kind.name == "llvm" and "num-cores" not in cpu.attrs:
+        raise BuildError(
+            f"tuning for host {store.canonical_target(cpu)} needs its core count: MetaSchedule "
+            "parallelizes for it. Fix: add \"num-cores\" to the host, e.g. --host "
+            "'llvm -mcpu=cortex-a78 -mtriple=aarch64-linux-gnu -num-cores=8'")
+    tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    report = HostTuneReport(store.canonical_target(tvm_target), str(log_dir))
+    if not tasks:
+        progress("host: no host kernels to tune (everything runs on the accelerator)")
+        return report
+    skipped = store.Skipped()
+    existing, _, _ = store.load_host_database([log_dir], tvm_target, skipped)
+    workers = workers or os.cpu_count() or 1
+    builder = ms.builder.LocalBuilder(max_workers=workers,
+                                      initializer=preload_tensor_intrinsics)
+    runner = _runner(tvm_target, rpc_tracker, rpc_key, workers)
+    total_weight = sum(t.weight for t in tasks)
+    start = time.perf_counter()
+    order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].weight, tasks[i].task_name))
+    for n, i in enumerate(order, 1):
+        task = tasks[i]
+        result = TaskResult(task.task_name, int(task.weight))
+        report.tasks.append(result)
+        tuned_before = existing is not None and existing.query_tuning_record(
+            task.dispatched[0], tvm_target, task.task_name) is not None
+        if tuned_before and not retune:
+            result.status = "skipped"
+            progress(f"[{n}/{len(tasks)}] {task.task_name}: already tuned (use --retune)")
+            continue
+        elapsed = time.perf_counter() - start
+        if time_budget is not None and elapsed >= time_budget:
+            result.status = "not reached"
+            continue
+        budget = max(2, math.ceil(trials * task.weight / total_weight))
+        with tempfile.TemporaryDirectory(prefix="tvm_cruise_tune_") as work, \
+                contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
+            ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+                [task], work, seed=seed)
+            db = ms.tune.tune_tasks(
+                tasks=ctxs, task_weights=weights, work_dir=work, max_trials_global=budget,
+                num_trials_per_iter=min(budget, 16), builder=builder, runner=runner,
+                cost_model="xgb", database=ms.database.JSONDatabase(work_dir=work))
+            records = [r for r in db.get_all_tuning_records()]
+        good = [r for r in records if r.run_secs and min(float(s) for s in r.run_secs) < 1e9]
+        result.trials = len(records)
+        if good:
+            result.best_us = min(float(np.mean([float(s) for s in r.run_secs]))
+                                 for r in good) * 1e6
+            report.new_records += store.write_host_records(
+                log_dir, tvm_target, [(good[0].workload, good)])
+        else:
+            result.status = "failed"
+            logger.warning("host task %s: every trial failed to build or run", task.task_name)
+        elapsed = time.perf_counter() - start
+        done = sum(1 for t in report.tasks if t.status in ("tuned", "failed"))
+        remaining = sum(1 for j in order[n:])
+        eta = elapsed / max(done, 1) * remaining
+        best = f"{result.best_us:.1f} us" if result.best_us is not None else "no valid trial"
+        progress(f"[{n}/{len(tasks)}] {task.task_name}: {result.trials} trials, best {best}, "
+                 f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")
+    report.seconds = time.perf_counter() - start
+    return report
