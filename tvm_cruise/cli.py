@@ -8,6 +8,8 @@
     tvm-cruise run model.so [--inputs in.npz] [--save out.npz] [--repeat 20]
     tvm-cruise inspect model.so [--json]
     tvm-cruise demo
+    tvm-cruise tune MODEL --target T --tuning-logs DIR [--trials N] [--time-budget S]
+    tvm-cruise logs list|merge|prune|validate DIR
     tvm-cruise npu disasm program.crnpu     NPU program as text
     tvm-cruise npu simulate program.crnpu   simulated cycles and utilization
     tvm-cruise env                          environment variables and their values
@@ -163,6 +165,55 @@ def _cmd_demo(args) -> int:
     return run_demo(model=args.model, target=args.target, repeat=args.repeat)
 
 
+def _cmd_tune(args) -> int:
+    from .autotune.host import tune_host
+    from .autotune.npu import tune_npu
+
+    shapes = dict(args.input_shape) if args.input_shape else None
+    options = {"host": args.host, "cuda_arch": args.cuda_arch, "input_shapes": shapes}
+    print(f"tuning {args.model} for {args.target} into {args.tuning_logs}")
+    if not args.host_only:
+        report = tune_npu(args.model, args.target, args.tuning_logs, retune=args.retune,
+                          **options)
+        print(report.summary())
+    if not args.npu_only:
+        report = tune_host(args.model, args.target, args.tuning_logs, trials=args.trials,
+                           time_budget=args.time_budget, retune=args.retune,
+                           workers=args.workers, rpc_tracker=args.rpc_tracker,
+                           rpc_key=args.rpc_key, **options)
+        print(report.summary())
+    return 0
+
+
+def _cmd_logs(args) -> int:
+    from .autotune import tools
+
+    if args.logs_command == "list":
+        print("\n".join(tools.list_logs(Path(args.dir))))
+    elif args.logs_command == "merge":
+        counts = tools.merge_logs([Path(d) for d in args.sources], Path(args.output))
+        print(f"merged {counts['host']} host and {counts['npu']} NPU records into "
+              f"{args.output}")
+    elif args.logs_command == "prune":
+        counts = tools.prune_logs(Path(args.dir), keep=args.keep)
+        print(f"removed {counts['host_removed']} host and {counts['npu_removed']} NPU records "
+              f"from {args.dir} (kept the best {args.keep} per workload)")
+    else:
+        from .targets import resolve_target
+
+        target = resolve_target(args.target, host=args.host).tvm_target
+        results = tools.validate_logs(Path(args.dir), target)
+        bad = [r for r in results if not r["ok"]]
+        for r in results:
+            status = "ok" if r["ok"] else "MISMATCH" if r.get("error") is not None else "FAILED"
+            detail = f"rel. error {r['error']:.2e}" if r.get("error") is not None else \
+                r.get("failure", "")
+            print(f"  {status:<8} {r['workload']}: {detail}")
+        print(f"validated {len(results)} workloads: {len(bad)} bad")
+        return 1 if bad else 0
+    return 0
+
+
 def _read_program(path: str):
     from .byoc.npu.program import Program
     from .errors import NpuProgramError
@@ -291,6 +342,48 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="cruise-npu")
     p.add_argument("--repeat", type=int, default=10, help="timed runs per system")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("tune", help="tune a model's host kernels (MetaSchedule) and NPU tiles "
+                       "(cycle model) into a tuning-log directory")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("-t", "--target", default="cruise-npu")
+    p.add_argument("--tuning-logs", required=True, metavar="DIR")
+    p.add_argument("--trials", type=int, default=64, help="host trials for the whole job")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="stop starting new host tasks after this long")
+    p.add_argument("--retune", action="store_true", help="tune again what the log has")
+    p.add_argument("--workers", type=int, help="parallel local builders (default: cores)")
+    p.add_argument("--rpc-tracker", metavar="HOST:PORT",
+                   help="measure on remote boards through TVM's RPC tracker")
+    p.add_argument("--rpc-key", help="the key the boards registered with")
+    p.add_argument("--host", help="CPU side of the target (as for compile)")
+    p.add_argument("--cuda-arch")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--host-only", action="store_true", help="skip the NPU tiling search")
+    group.add_argument("--npu-only", action="store_true", help="skip host tuning")
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("logs", help="tuning logs: list, merge, prune, validate")
+    logs = p.add_subparsers(dest="logs_command", metavar="LOGS_COMMAND")
+    logs.required = True
+    q = logs.add_parser("list", help="what is tuned, for which target, how good")
+    q.add_argument("dir")
+    q.set_defaults(func=_cmd_logs)
+    q = logs.add_parser("merge", help="merge log directories into one")
+    q.add_argument("sources", nargs="+")
+    q.add_argument("-o", "--output", required=True)
+    q.set_defaults(func=_cmd_logs)
+    q = logs.add_parser("prune", help="keep the best records per workload")
+    q.add_argument("dir")
+    q.add_argument("--keep", type=int, default=1)
+    q.set_defaults(func=_cmd_logs)
+    q = logs.add_parser("validate", help="replay host records and compare with untuned "
+                        "kernels")
+    q.add_argument("dir")
+    q.add_argument("-t", "--target", default="llvm")
+    q.add_argument("--host")
+    q.set_defaults(func=_cmd_logs)
 
     p = sub.add_parser("npu", help="NPU programs: disassemble, simulate")
     npu = p.add_subparsers(dest="npu_command", metavar="NPU_COMMAND")
