@@ -1,0 +1,342 @@
+"""Tuning jobs and tuning logs: reuse in a fresh process, hygiene, concurrency, RPC."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import tvm_cruise
+from tvm_cruise.autotune import store
+from tvm_cruise.autotune.host import tune_host
+from tvm_cruise.autotune.npu import tune_npu
+from tvm_cruise.errors import BuildError
+
+from conftest import run_cli, run_python
+
+
+class Tiny(torch.nn.Module):
+    """One fused host kernel: conv + bias + relu."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def _tiny():
+    torch.manual_seed(0)
+    return Tiny().eval(), (torch.randn(1, 8, 16, 16),)
+
+
+@pytest.fixture
+def cruise_log():
+    """What the tvm_cruise logger says during a test (it does not propagate to root)."""
+    import logging
+
+    class Collect(logging.Handler):
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.lines = []
+
+        def emit(self, record):
+            self.lines.append(record.getMessage())
+
+        @property
+        def text(self):
+            return "\n".join(self.lines)
+
+    handler = Collect()
+    logger = logging.getLogger("tvm_cruise")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+@pytest.fixture(scope="module")
+def tuned_dir(tmp_path_factory):
+    """A log directory with a few host trials of the tiny model for plain llvm."""
+    path = tmp_path_factory.mktemp("logs")
+    model, inputs = _tiny()
+    lines = []
+    report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
+                       progress=lines.append)
+    assert report.new_records > 0, lines
+    assert lines and "trials, best" in lines[-1]
+    return path, report
+
+
+def _host_folder(path):
+    (folder,) = store.host_record_dirs(path)
+    return folder
+
+
+def test_tuning_writes_stamped_records(tuned_dir):
+    path, report = tuned_dir
+    folder = _host_folder(path)
+    stamp = json.loads((folder / "stamp.json").read_text())
+    assert stamp["format"] == 1 and stamp["tvm"] == __import__("tvm").__version__
+    assert stamp["target"]["kind"] == "llvm" and "mcpu" in stamp["target"]
+    records = (folder / store.RECORD_FILE).read_text().splitlines()
+    assert len(records) == report.new_records
+    assert report.tasks[0].best_us is not None
+
+
+def test_fresh_process_reuses_records_without_tuning(tuned_dir, tmp_path):
+    path, _ = tuned_dir
+    model, inputs = _tiny()
+    torch.save(model, tmp_path / "m.pth")
+    np.save(tmp_path / "x.npy", inputs[0].numpy())
+    result = run_python(f"""
+        import json, numpy as np, torch, tvm_cruise
+        model = torch.load({str(tmp_path / 'm.pth')!r}, weights_only=False)
+        x = np.load({str(tmp_path / 'x.npy')!r})
+        tuned = tvm_cruise.build(model, target="llvm", example_inputs=(torch.tensor(x),),
+                                 tuning_logs={str(path)!r})
+        plain = tvm_cruise.build(model, target="llvm", example_inputs=(torch.tensor(x),),
+                                 tuning_logs=False)
+        err = float(np.abs(tuned.run(x) - plain.run(x)).max())
+        print(json.dumps({{"tuning": tuned.metadata["tuning"], "err": err,
+                           "plain": plain.metadata["tuning"]}}))
+    """)
+    tuning = result["tuning"]
+    assert tuning["host_kernels"] >= 1
+    assert tuning["tuned_kernels"] == tuning["host_kernels"]  # every kernel from a record
+    assert result["plain"]["tuned_kernels"] == 0
+    assert result["err"] < 1e-4
+
+
+def test_resume_skips_tuned_tasks(tuned_dir):
+    path, _ = tuned_dir
+    model, inputs = _tiny()
+    lines = []
+    report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
+                       progress=lines.append)
+    assert [t.status for t in report.tasks] == ["skipped"]
+    assert report.trials == 0 and "already tuned" in lines[0]
+
+
+def _copy(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _build_tiny(path):
+    model, inputs = _tiny()
+    return tvm_cruise.build(model, target="llvm", example_inputs=inputs, tuning_logs=path,
+                            shipped_logs=False)
+
+
+def test_corrupt_and_truncated_logs_keep_their_good_records(tuned_dir, tmp_path, cruise_log):
+    path = _copy(tuned_dir[0], tmp_path / "logs")
+    folder = _host_folder(path)
+    records = (folder / store.RECORD_FILE).read_text()
+    # garbage, a truncated copy of a real line, an empty line
+    (folder / store.RECORD_FILE).write_text(records + "{not json\n" + records[:40] + "\n\n")
+    art = _build_tiny(path)
+    assert art.metadata["tuning"]["tuned_kernels"] == art.metadata["tuning"]["host_kernels"]
+    assert art.metadata["tuning"]["skipped"] == {"unreadable lines in host logs": 2}
+    assert "tuning logs: skipped 2 unreadable lines in host logs" in cruise_log.text
+
+
+def test_foreign_target_and_version_are_skipped_with_a_warning(tuned_dir, tmp_path, cruise_log):
+    path = _copy(tuned_dir[0], tmp_path / "foreign")
+    folder = _host_folder(path)
+    stamp = json.loads((folder / "stamp.json").read_text())
+    stamp["target"]["mcpu"] = "skylake-avx512"
+    (folder / "stamp.json").write_text(json.dumps(stamp))
+    folder.rename(folder.parent / "llvm-skylake-avx512-2c-00000000")
+    art = _build_tiny(path)
+    assert art.metadata["tuning"]["tuned_kernels"] == 0
+    (reason,) = art.metadata["tuning"]["skipped"]
+    assert "host records tuned for other targets (llvm-skylake-avx512-2c-00000000" in reason
+    assert "host records tuned for other targets" in cruise_log.text
+
+    path = _copy(tuned_dir[0], tmp_path / "old")
+    folder = _host_folder(path)
+    stamp = json.loads((folder / "stamp.json").read_text())
+    stamp["tvm"] = "0.19.0"
+    (folder / "stamp.json").write_text(json.dumps(stamp))
+    art = _build_tiny(path)
+    assert art.metadata["tuning"]["tuned_kernels"] == 0
+    (reason,) = art.metadata["tuning"]["skipped"]
+    assert reason.startswith("host records written by TVM 0.19.0")
+
+
+def test_a_record_that_does_not_apply_falls_back(tuned_dir, cruise_log, monkeypatch):
+    """A record whose trace fails on this TIR (a ScheduleError in the field) must leave that
+    kernel on its default schedule with a warning, not fail the build."""
+    import tvm
+
+    def broken(self, sch, remove_postproc=False):
+        raise tvm.s_tir.ScheduleError("the loop was not found")
+
+    trace_cls = type(store.load_host_database(
+        [tuned_dir[0]], tvm_cruise.targets.resolve_target("llvm").tvm_target,
+        store.Skipped())[0].get_all_tuning_records()[0].trace)
+    monkeypatch.setattr(trace_cls, "apply_to_schedule", broken)
+    art = _build_tiny(tuned_dir[0])
+    tuning = art.metadata["tuning"]
+    assert tuning["tuned_kernels"] == 0 and len(tuning["failed_records"]) == 1
+    assert "did not apply (the loop was not found); using the default schedule" in \
+        cruise_log.text
+    model, inputs = _tiny()
+    with torch.no_grad():
+        ref = model(*inputs).numpy()
+    assert np.abs(art.run(*inputs) - ref).max() < 1e-4
+
+
+def test_opting_out(tuned_dir):
+    art = tvm_cruise.build(_tiny()[0], target="llvm", example_inputs=_tiny()[1],
+                           tuning_logs=False)
+    assert art.metadata["tuning"]["logs"] == [] and not art.metadata["tuning"]["shipped_logs"]
+    with pytest.raises(BuildError, match="is not a directory"):
+        tvm_cruise.build(_tiny()[0], target="llvm", example_inputs=_tiny()[1],
+                         tuning_logs="/nonexistent/logs")
+
+
+def _writer(args):
+    root, index = args
+    from tvm_cruise.autotune import store as st
+    from tvm_cruise.targets import accelerators
+
+    spec = accelerators()["cruise-npu-lite"]
+    for j in range(20):
+        st.write_npu_records(root, spec, [{"signature": f"w{index}-{j}", "layer": "x",
+                                           "tiling": {"oc": 16, "rows": 1, "ic": 16,
+                                                      "resident": True},
+                                           "cycles": j, "default_cycles": j + 1}])
+    return index
+
+
+def test_concurrent_writers_do_not_corrupt_a_log(tmp_path):
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(4) as pool:
+        assert sorted(pool.map(_writer, [(tmp_path, i) for i in range(4)])) == [0, 1, 2, 3]
+    from tvm_cruise.targets import accelerators
+
+    spec = accelerators()["cruise-npu-lite"]
+    lines, bad = store.read_json_lines(store.npu_dir(tmp_path, spec) / store.TILING_FILE)
+    assert bad == 0 and len(lines) == 80
+    assert {r["signature"] for r in lines} == {f"w{i}-{j}" for i in range(4) for j in range(20)}
+
+
+# -- NPU tiling search -------------------------------------------------------------------------
+def test_npu_tiling_search_is_reused_and_never_slower(tmp_path):
+    lines = []
+    report = tune_npu("perception-cnn", "cruise-npu-lite", tmp_path, progress=lines.append)
+    searched = [r for r in report.layers if r["status"] == "searched"]
+    assert len(searched) == 5 and report.new_records == 5
+    assert all(r["cycles"] <= r["default_cycles"] for r in searched)
+    assert "cycles (simulated)" in lines[0]
+    art = tvm_cruise.build("perception-cnn", target="cruise-npu-lite", tuning_logs=tmp_path)
+    default = tvm_cruise.build("perception-cnn", target="cruise-npu-lite", tuning_logs=False)
+    assert art.metadata["tuning"]["npu_layers_tuned"] == 5
+    assert art.npu_stats().totals["cycles"] <= default.npu_stats().totals["cycles"]
+    tiled = [layer["tiling"] for p in art.metadata["accelerator"]["programs"]
+             for layer in p["layers"] if layer["kind"] == "conv"]
+    assert tiled == [r["tiling"] for r in searched]
+    again = tune_npu("perception-cnn", "cruise-npu-lite", tmp_path, progress=lines.append)
+    assert [r["status"] for r in again.layers] == ["skipped"] * 5
+
+
+def test_npu_records_of_another_spec_version_are_skipped(tmp_path):
+    from tvm_cruise.targets import accelerators
+
+    spec = accelerators()["cruise-npu-lite"]
+    folder = store.npu_dir(tmp_path, spec)
+    store.write_npu_records(tmp_path, spec, [{"signature": "x", "layer": "x", "cycles": 1,
+                                              "tiling": {"oc": 16, "rows": 1, "ic": 16,
+                                                         "resident": True}}])
+    stamp = json.loads((folder / "stamp.json").read_text())
+    stamp["spec_hash"] = "0" * 64
+    (folder / "stamp.json").write_text(json.dumps(stamp))
+    skipped = store.Skipped()
+    records, _ = store.load_npu_records([tmp_path], spec, skipped)
+    assert records == {}
+    assert skipped.to_dict() == {"NPU records for another version of the cruise-npu-lite spec": 1}
+
+
+# -- the CLI -----------------------------------------------------------------------------------
+def test_logs_tools(tuned_dir, tmp_path):
+    path = tuned_dir[0]
+    proc = run_cli("logs", "list", path)
+    assert proc.returncode == 0, proc.stderr
+    assert "host llvm-" in proc.stdout and "best" in proc.stdout
+    merged = tmp_path / "merged"
+    proc = run_cli("logs", "merge", path, path, "-o", merged)
+    assert proc.returncode == 0 and "merged" in proc.stdout, proc.stderr
+    assert (_host_folder(merged) / store.RECORD_FILE).read_text().splitlines() == \
+        (_host_folder(path) / store.RECORD_FILE).read_text().splitlines()
+    proc = run_cli("logs", "prune", merged, "--keep", "1")
+    assert proc.returncode == 0, proc.stderr
+    assert len((_host_folder(merged) / store.RECORD_FILE).read_text().splitlines()) == 1
+    proc = run_cli("logs", "validate", merged)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "validated 1 workloads: 0 bad" in proc.stdout
+
+
+def test_tune_cli_npu_only_and_cuda_without_gpu(tmp_path):
+    proc = run_cli("tune", "perception-cnn", "--target", "cruise-npu", "--tuning-logs",
+                   tmp_path, "--npu-only")
+    assert proc.returncode == 0, proc.stderr
+    assert "npu: 5 layers searched on cruise-npu" in proc.stdout
+    from tvm_cruise.cuda import gpu_available
+
+    if not gpu_available():
+        proc = run_cli("tune", "perception-cnn", "--target", "cuda", "--tuning-logs",
+                       tmp_path, "--host-only", "--trials", "2")
+        assert proc.returncode == 2
+        assert "none is visible here" in proc.stderr and "--rpc-tracker" in proc.stderr
+
+
+# -- RPC tracker and server on loopback -----------------------------------------------------------
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_rpc_tracker_measures_a_small_task(tmp_path):
+    port = _free_port()
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host",
+                                "127.0.0.1", "--port", str(port), "--port-end",
+                                str(port + 1)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        time.sleep(3)
+        server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker",
+                                   f"127.0.0.1:{port}", "--key", "cruise-test", "--host",
+                                   "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(4)
+        model, inputs = _tiny()
+        report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
+                           rpc_tracker=f"127.0.0.1:{port}", rpc_key="cruise-test",
+                           progress=lambda line: None)
+        assert report.new_records > 0 and report.tasks[0].best_us is not None
+    finally:
+        for proc in (server, tracker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=30)
+
+
+def test_bad_rpc_arguments():
+    with pytest.raises(BuildError, match="must be HOST:PORT and needs --rpc-key"):
+        tune_host(_tiny()[0], "llvm", "/tmp/x", trials=2, example_inputs=_tiny()[1],
+                  rpc_tracker="localhost")
