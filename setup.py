@@ -42,7 +42,7 @@ setup(
     package_dir={"tvm_cruise.tuning_logs": "tuning_logs"},
     package_data={
         "tvm_cruise.targets": ["specs/*.json"],
-        "tvm_cruise.tuning_logs": ["*.md", "**/*.json"],
+        "tvm_cruise.tuning_logs": ["*.md", "**/*.json", "**/*.jsonl"],
     },
     install_requires=INSTALL_REQUIRES,
     extras_require={"test": TEST_REQUIRES, "bench": TEST_REQUIRES},

@@ -340,3 +340,13 @@ def test_bad_rpc_arguments():
     with pytest.raises(BuildError, match="must be HOST:PORT and needs --rpc-key"):
         tune_host(_tiny()[0], "llvm", "/tmp/x", trials=2, example_inputs=_tiny()[1],
                   rpc_tracker="localhost")
+
+
+@pytest.mark.slow
+def test_tuning_a_reference_model_covers_every_host_kernel(tmp_path):
+    report = tune_host("perception-cnn", "llvm", tmp_path, trials=20,
+                       progress=lambda line: None)
+    assert all(t.status == "tuned" for t in report.tasks)
+    art = tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path,
+                           shipped_logs=False)
+    assert art.metadata["tuning"]["tuned_kernels"] == art.metadata["tuning"]["host_kernels"]
