@@ -47,3 +47,18 @@ def preload_tensor_intrinsics() -> None:
     with _cheap_inspect_stack():
         import tvm.s_tir.tensor_intrin  # noqa: F401
         import tvm.s_tir.tensor_intrin.cuda  # noqa: F401
+
+
+def drop_unnamed_meta_schedule_handlers() -> None:
+    """MetaSchedule rebuilds its loggers with ``logging.config.dictConfig`` for every tune
+    context and refers to the handlers already on ``tvm.s_tir.meta_schedule`` by name. A
+    handler someone attached without a name (pytest's log capture does, as do many apps)
+    makes that fail with ``'NoneType' object has no attribute 'format'``. dictConfig
+    replaces that logger's handlers anyway, so removing the unnamed ones first loses nothing
+    the tuning job would have kept."""
+    import logging
+
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(ms_logger.handlers):
+        if handler.get_name() is None:
+            ms_logger.removeHandler(handler)

@@ -111,7 +111,7 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
     import numpy as np
     from tvm.s_tir import meta_schedule as ms
 
-    from .._tvm_workarounds import preload_tensor_intrinsics
+    from .._tvm_workarounds import drop_unnamed_meta_schedule_handlers, preload_tensor_intrinsics
 
     preload_tensor_intrinsics()
     import logging
@@ -158,6 +158,7 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
         budget = max(2, math.ceil(trials * task.weight / total_weight))
         with tempfile.TemporaryDirectory(prefix="tvm_cruise_tune_") as work, \
                 contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
+            drop_unnamed_meta_schedule_handlers()
             ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                 [task], work, seed=seed)
             db = ms.tune.tune_tasks(
