@@ -75,8 +75,8 @@ class Emitter:
     # -- DRAM tensors ---------------------------------------------------------------------
     def _declare(self) -> None:
         g = self.graph
-        for v in g.inputs:
-            self.tensors[id(v)] = self.b.input(v.name, self.dtype, dram_shape(v.shape))
+        for v in g.inputs:  # by root: a one-layer probe graph may start from a view
+            self.tensors[id(v.root)] = self.b.input(v.name, self.dtype, dram_shape(v.shape))
         produced = {id(layer.output.root): layer for layer in g.layers}
         self.copies: list[tuple[Value, int]] = []
         for i, v in enumerate(g.outputs):
