@@ -235,13 +235,10 @@ def load_host_database(roots: list[Path], target, skipped: Skipped):
     return (db if count else None), opened, count
 
 
-def write_host_records(root: Path, target, workloads_and_records) -> int:
-    """Merge ``[(Workload, [TuningRecord])]`` into ``root``'s host log for ``target``
-    (under the directory lock; the files are rewritten atomically). Returns new records."""
-    import tvm
-    from tvm.s_tir import meta_schedule as ms
-
-    folder = root / "host" / host_key(target)
+def merge_host_records(root: Path, key: str, stamp: dict, workloads_and_records) -> int:
+    """Merge ``[(Workload, [TuningRecord])]`` into ``root/host/key`` under the directory
+    lock, deduplicated, files rewritten atomically; returns the records added."""
+    folder = root / "host" / key
     with locked(root):
         existing_w, _ = read_json_lines(folder / WORKLOAD_FILE)
         existing_r, _ = read_json_lines(folder / RECORD_FILE)
@@ -253,12 +250,12 @@ def write_host_records(root: Path, target, workloads_and_records) -> int:
         added = 0
         for workload, records in workloads_and_records:
             wjson = workload.as_json()
-            key = str(wjson[0])
-            if key not in index:
-                index[key] = len(w_lines)
+            wkey = str(wjson[0])
+            if wkey not in index:
+                index[wkey] = len(w_lines)
                 w_lines.append(json.dumps(wjson, separators=(",", ":")))
             for rec in records:
-                line = [index[key], rec.as_json()]
+                line = [index[wkey], rec.as_json()]
                 text = json.dumps(line, sort_keys=True)
                 if text not in seen:
                     seen.add(text)
@@ -266,10 +263,16 @@ def write_host_records(root: Path, target, workloads_and_records) -> int:
                     added += 1
         write_atomic(folder / WORKLOAD_FILE, "".join(w + "\n" for w in w_lines))
         write_atomic(folder / RECORD_FILE, "".join(r + "\n" for r in r_lines))
-        write_atomic(folder / STAMP_FILE, json.dumps(
-            {"format": LOG_FORMAT, "tvm": tvm.__version__, "target": canonical_target(target)},
-            indent=2, sort_keys=True) + "\n")
+        write_atomic(folder / STAMP_FILE, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     return added
+
+
+def write_host_records(root: Path, target, workloads_and_records) -> int:
+    """Merge a tuning job's records for ``target`` into ``root``'s log."""
+    import tvm
+
+    stamp = {"format": LOG_FORMAT, "tvm": tvm.__version__, "target": canonical_target(target)}
+    return merge_host_records(root, host_key(target), stamp, workloads_and_records)
 
 
 # -- NPU tiling records -----------------------------------------------------------------------
@@ -309,8 +312,8 @@ def load_npu_records(roots: list[Path], spec, skipped: Skipped) -> tuple[dict, l
     return best, opened
 
 
-def write_npu_records(root: Path, spec, records: list[dict]) -> int:
-    folder = npu_dir(root, spec)
+def merge_npu_records(folder: Path, root: Path, stamp: dict, records: list[dict]) -> int:
+    """Merge NPU records into ``folder`` (inside ``root``), deduplicated, under the lock."""
     with locked(root):
         existing, _ = read_json_lines(folder / TILING_FILE)
         seen = {json.dumps(r, sort_keys=True) for r in existing}
@@ -323,10 +326,13 @@ def write_npu_records(root: Path, spec, records: list[dict]) -> int:
                 lines.append(text)
                 added += 1
         write_atomic(folder / TILING_FILE, "".join(line + "\n" for line in lines))
-        write_atomic(folder / STAMP_FILE, json.dumps(
-            {"format": LOG_FORMAT, "accelerator": spec.name, "spec_hash": spec.spec_hash},
-            indent=2, sort_keys=True) + "\n")
+        write_atomic(folder / STAMP_FILE, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
     return added
+
+
+def write_npu_records(root: Path, spec, records: list[dict]) -> int:
+    stamp = {"format": LOG_FORMAT, "accelerator": spec.name, "spec_hash": spec.spec_hash}
+    return merge_npu_records(npu_dir(root, spec), root, stamp, records)
 
 
 @dataclass

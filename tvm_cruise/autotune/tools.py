@@ -98,63 +98,14 @@ def merge_logs(sources: list[Path], dest: Path) -> dict:
                             ms.database.TuningRecord.from_json(rec[1], wl))
                 except Exception:
                     continue
-            counts["host"] += _write_host_as(dest, folder.name, stamp, list(groups.values()))
+            if groups:  # under the source's key and stamp: its target may not be ours
+                counts["host"] += store.merge_host_records(dest, folder.name, stamp,
+                                                           list(groups.values()))
         for folder, stamp, recs, _ in _npu_sets(src):
             good = [r for r in recs if isinstance(r, dict) and "signature" in r]
-            counts["npu"] += _write_npu_as(dest, folder, stamp, good)
+            counts["npu"] += store.merge_npu_records(
+                dest / "npu" / folder.parent.name / folder.name, dest, stamp, good)
     return counts
-
-
-def _write_host_as(dest: Path, key: str, stamp: dict, groups) -> int:
-    """Write host records under the source's key and stamp (its target may not be ours)."""
-    if not groups:
-        return 0
-    folder = dest / "host" / key
-    with store.locked(dest):
-        existing_w, _ = store.read_json_lines(folder / store.WORKLOAD_FILE)
-        existing_r, _ = store.read_json_lines(folder / store.RECORD_FILE)
-        index = {str(w[0]): i for i, w in enumerate(existing_w) if isinstance(w, list) and w}
-        w_lines = [json.dumps(w, separators=(",", ":")) for w in existing_w]
-        r_lines = [json.dumps(r, separators=(",", ":")) for r in existing_r]
-        seen = {json.dumps(r, sort_keys=True) for r in existing_r}
-        added = 0
-        for workload, records in groups:
-            wjson = workload.as_json()
-            key_w = str(wjson[0])
-            if key_w not in index:
-                index[key_w] = len(w_lines)
-                w_lines.append(json.dumps(wjson, separators=(",", ":")))
-            for rec in records:
-                line = [index[key_w], rec.as_json()]
-                text = json.dumps(line, sort_keys=True)
-                if text not in seen:
-                    seen.add(text)
-                    r_lines.append(json.dumps(line, separators=(",", ":")))
-                    added += 1
-        store.write_atomic(folder / store.WORKLOAD_FILE, "".join(w + "\n" for w in w_lines))
-        store.write_atomic(folder / store.RECORD_FILE, "".join(r + "\n" for r in r_lines))
-        store.write_atomic(folder / store.STAMP_FILE, json.dumps(stamp, indent=2,
-                                                                 sort_keys=True) + "\n")
-    return added
-
-
-def _write_npu_as(dest: Path, folder: Path, stamp: dict, records: list[dict]) -> int:
-    target = dest / "npu" / folder.parent.name / folder.name
-    with store.locked(dest):
-        existing, _ = store.read_json_lines(target / store.TILING_FILE)
-        seen = {json.dumps(r, sort_keys=True) for r in existing}
-        lines = [json.dumps(r, sort_keys=True) for r in existing]
-        added = 0
-        for rec in records:
-            text = json.dumps(rec, sort_keys=True)
-            if text not in seen:
-                seen.add(text)
-                lines.append(text)
-                added += 1
-        store.write_atomic(target / store.TILING_FILE, "".join(x + "\n" for x in lines))
-        store.write_atomic(target / store.STAMP_FILE, json.dumps(stamp, indent=2,
-                                                                 sort_keys=True) + "\n")
-    return added
 
 
 def prune_logs(root: Path, keep: int = 1) -> dict:
