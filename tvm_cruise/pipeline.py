@@ -189,10 +189,16 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
             _accelerator_for_target(target, spec)
         from tvm.s_tir import meta_schedule as ms
 
-        database = ms.database.Database.current()
+        from .autotune import open_logs
+
+        # The defaults of tvm_cruise.build: shipped logs and TVM_CRUISE_TUNING_LOGS; a
+        # MetaSchedule database in scope takes the host records' place.
+        logs = open_logs(None, True, target, spec)
+        database = ms.database.Database.current() or logs.host_db
         mod = run_passes(mod, prepare_passes())
-        mod, _ = accelerator_stage(mod, spec, precision)
+        mod, _ = accelerator_stage(mod, spec, precision, records=logs.npu_records)
         mod, _, _, _ = host_kernels(mod, target, database)
+        logs.skipped.warn()
         return run_passes(mod, finalize_passes(target))
 
     return _pipeline
