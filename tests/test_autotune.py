@@ -65,10 +65,17 @@ def cruise_log():
 
 @pytest.fixture(scope="module")
 def tuned_dir(tmp_path_factory):
-    """A log directory with a few host trials of the tiny model for plain llvm."""
+    """A log directory with a few host trials of the tiny model for plain llvm.
+
+    An application's unnamed handler sits on MetaSchedule's logger while it tunes (pytest's
+    log capture puts one there too); MetaSchedule's dictConfig used to fail on it."""
+    import logging
+
     path = tmp_path_factory.mktemp("logs")
     model, inputs = _tiny()
     lines = []
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.addHandler(logging.NullHandler())
     report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
                        progress=lines.append)
     assert report.new_records > 0, lines
@@ -350,3 +357,25 @@ def test_tuning_a_reference_model_covers_every_host_kernel(tmp_path):
     art = tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path,
                            shipped_logs=False)
     assert art.metadata["tuning"]["tuned_kernels"] == art.metadata["tuning"]["host_kernels"]
+
+
+def test_shipped_npu_records_are_installed_and_current():
+    """The repository's tuning_logs/ ship as package data, stamped for today's specs (a
+    spec edit must come with re-tuned records: stale ones would warn on every build)."""
+    import pathlib
+
+    from tvm_cruise.targets import accelerators
+
+    source = pathlib.Path(__file__).resolve().parents[1] / "tuning_logs"
+    installed = store.shipped_log_dir()
+    shipped = sorted(p.relative_to(source) for p in source.rglob("*.jsonl"))
+    assert shipped, "no NPU records shipped"
+    for rel in shipped:
+        assert (installed / rel).read_text() == (source / rel).read_text()
+    specs = {s.name: s for s in accelerators().values() if s.source.endswith(".json")}
+    for stamp_path in source.glob("npu/*/*/stamp.json"):
+        stamp = json.loads(stamp_path.read_text())
+        assert stamp["spec_hash"] == specs[stamp["accelerator"]].spec_hash, stamp_path
+    art = tvm_cruise.build("perception-cnn", target="cruise-npu")
+    assert art.metadata["tuning"]["npu_layers_tuned"] == 5
+    assert art.metadata["tuning"]["skipped"] == {}
