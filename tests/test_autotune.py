@@ -79,7 +79,9 @@ def tuned_dir(tmp_path_factory):
     report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
                        progress=lines.append)
     assert report.new_records > 0, lines
-    assert lines and "trials, best" in lines[-1]
+    assert lines and "trials, best" in lines[-1] and "ETA" in lines[-1]
+    assert lines[0].startswith("[....................]   0% [1/") and "tuning" in lines[0]
+    assert lines[-1].startswith("[####################] 100% ["), lines
     return path, report
 
 

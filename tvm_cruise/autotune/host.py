@@ -97,6 +97,13 @@ def _runner(target, rpc_tracker: str | None, rpc_key: str | None, workers: int):
     return ms.runner.LocalRunner()
 
 
+def _bar(done: int, total: int, width: int = 20) -> str:
+    """A text progress bar over the job's planned trials, e.g. ``[#####.....] 50%``."""
+    frac = min(1.0, done / total) if total else 1.0
+    filled = round(frac * width)
+    return f"[{'#' * filled}{'.' * (width - filled)}] {frac:4.0%}"
+
+
 def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | None = None,
               retune: bool = False, workers: int | None = None,
               rpc_tracker: str | None = None, rpc_key: str | None = None,
@@ -141,6 +148,8 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
     total_weight = sum(t.weight for t in tasks)
     start = time.perf_counter()
     order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].weight, tasks[i].task_name))
+    budgets = {i: max(2, math.ceil(trials * tasks[i].weight / total_weight)) for i in order}
+    planned, planned_done = sum(budgets.values()), 0
     for n, i in enumerate(order, 1):
         task = tasks[i]
         result = TaskResult(task.task_name, int(task.weight))
@@ -149,13 +158,17 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
             task.dispatched[0], tvm_target, task.task_name) is not None
         if tuned_before and not retune:
             result.status = "skipped"
-            progress(f"[{n}/{len(tasks)}] {task.task_name}: already tuned (use --retune)")
+            planned -= budgets[i]
+            progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
+                     "already tuned (use --retune)")
             continue
         elapsed = time.perf_counter() - start
         if time_budget is not None and elapsed >= time_budget:
             result.status = "not reached"
             continue
-        budget = max(2, math.ceil(trials * task.weight / total_weight))
+        budget = budgets[i]
+        progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
+                 f"{budget} trials ...")
         with tempfile.TemporaryDirectory(prefix="tvm_cruise_tune_") as work, \
                 contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
             drop_unnamed_meta_schedule_handlers()
@@ -177,11 +190,14 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
             result.status = "failed"
             logger.warning("host task %s: every trial failed to build or run", task.task_name)
         elapsed = time.perf_counter() - start
-        done = sum(1 for t in report.tasks if t.status in ("tuned", "failed"))
-        remaining = sum(1 for j in order[n:])
-        eta = elapsed / max(done, 1) * remaining
+        planned_done += budget
+        # ETA from the seconds per planned trial so far, over the trials still planned.
+        eta = elapsed / planned_done * max(planned - planned_done, 0)
+        if time_budget is not None:
+            eta = min(eta, max(time_budget - elapsed, 0.0))
         best = f"{result.best_us:.1f} us" if result.best_us is not None else "no valid trial"
-        progress(f"[{n}/{len(tasks)}] {task.task_name}: {result.trials} trials, best {best}, "
+        progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
+                 f"{result.trials} trials, best {best}, "
                  f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")
     report.seconds = time.perf_counter() - start
     return report
