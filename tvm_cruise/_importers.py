@@ -129,7 +129,14 @@ def _torch_importer_class():
 def from_exported_program(ep):
     """Like ``tvm.relax.frontend.torch.from_exported_program`` (bound weights, unwrapped
     single output), with source spans."""
-    ep = ep.run_decompositions()
+    import warnings
+
+    with warnings.catch_warnings():
+        # torch 2.13's own deep copy of the module call graph trips typing_extensions'
+        # LeafSpec deprecation: torch-internal, nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r".*treespec, LeafSpec",
+                                category=FutureWarning)
+        ep = ep.run_decompositions()
     return _torch_importer_class()().from_exported_program(ep, False, True, False, None)
 
 
