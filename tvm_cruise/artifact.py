@@ -164,9 +164,12 @@ def describe(meta: dict) -> str:
         lines.append(f"          {acc['execution']}")
     tuning = meta.get("tuning", {})
     if tuning:
+        default = tuning.get("default_scheduled", 0)
         lines.append(f"kernels   {tuning['tuned_kernels']}/{tuning['host_kernels']} host kernels "
-                     "tuned" + (f", {tuning['npu_layers_tuned']}/{tuning['npu_layers']} NPU "
-                                "layers with searched tiles" if tuning.get("npu_layers") else ""))
+                     "tuned" + (f" ({default} more with the default CPU schedule)" if default
+                                else "")
+                     + (f", {tuning['npu_layers_tuned']}/{tuning['npu_layers']} NPU "
+                        "layers with searched tiles" if tuning.get("npu_layers") else ""))
     return "\n".join(lines)
 
 

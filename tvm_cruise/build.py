@@ -18,6 +18,7 @@ from .byoc.npu.graph import TUNABLE
 from .pipeline import (accelerator_stage, finalize_passes, host_kernels, prepare_passes,
                        run_passes)
 from .runtime import CompiledModel
+from .schedules.cpu import apply_default_schedules
 from .targets import resolve_target
 
 
@@ -25,7 +26,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
           name: str | None = None, precision: str = "fp16", allow_fallback: bool = True,
-          check_cuda: bool | None = None) -> CompiledModel:
+          check_cuda: bool | None = None, default_schedules: bool = True) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
     Parameters
@@ -58,6 +59,11 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     allow_fallback
         ``False``: fail with :class:`BuildError` listing every op that would fall back to
         the host, and why (``tvm-cruise compile --no-fallback``).
+    default_schedules
+        CPU hosts: give every kernel no tuning record covers tvm-cruise's default schedule
+        (threads over the outer loops, vectorized rows; bit-identical results, see
+        ``tvm_cruise.schedules.cpu``). ``False`` keeps TVM's unscheduled, single-threaded
+        lowering for them (``--no-default-schedules``).
     check_cuda
         For CUDA hosts, compile the generated CUDA with ``nvcc`` for ``cuda_arch`` (TVM
         keeps CUDA as source, so this is the only proof it compiles). Default: when nvcc
@@ -92,6 +98,9 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                 f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
                 + "\n  ".join(lines))
         mod, total, tuned, failed = host_kernels(mod, tvm_target, logs.host_db)
+        defaulted = 0
+        if default_schedules:
+            mod, defaulted = apply_default_schedules(mod, tvm_target)
         npu_layers = [(i, layer) for c in stage.compiled for i, layer in
                       enumerate(c.graph.layers) if layer.kind in TUNABLE]
         npu_tuned = sum(len(c.tuned_layers) for c in stage.compiled)
@@ -111,6 +120,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
             "accelerator": stage.to_dict(),
             "placement": stage.placement.to_dict() if stage.placement is not None else None,
             "tuning": {"host_kernels": total, "tuned_kernels": tuned,
+                       "default_scheduled": defaulted,
                        "failed_records": failed, "npu_layers": len(npu_layers),
                        "npu_layers_tuned": npu_tuned, "logs": logs.opened,
                        "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},

@@ -80,7 +80,8 @@ def _cmd_compile(args) -> int:
     art = build(args.model, target=args.target, host=args.host, cuda_arch=args.cuda_arch,
                 input_shapes=shapes, tuning_logs=args.tuning_logs,
                 shipped_logs=not args.no_shipped_logs, precision=args.precision,
-                allow_fallback=not args.no_fallback)
+                allow_fallback=not args.no_fallback,
+                default_schedules=not args.no_default_schedules)
     output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
     art.export_library(output)
     print(art.describe())
@@ -309,6 +310,9 @@ def make_parser() -> argparse.ArgumentParser:
                    help="accelerator arithmetic (default fp16; the host stays fp32)")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail, listing every op that would fall back to the host and why")
+    p.add_argument("--no-default-schedules", action="store_true",
+                   help="leave CPU kernels without a tuning record unscheduled "
+                        "(TVM's single-threaded lowering) instead of tvm-cruise's default")
     p.add_argument("-o", "--output", help="artifact path (.so or .tar)")
     p.set_defaults(func=_cmd_compile)
 

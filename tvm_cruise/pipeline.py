@@ -190,6 +190,7 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
         from tvm.s_tir import meta_schedule as ms
 
         from .autotune import open_logs
+        from .schedules.cpu import apply_default_schedules
 
         # The defaults of tvm_cruise.build: shipped logs and TVM_CRUISE_TUNING_LOGS; a
         # MetaSchedule database in scope takes the host records' place.
@@ -198,6 +199,7 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
         mod = run_passes(mod, prepare_passes())
         mod, _ = accelerator_stage(mod, spec, precision, records=logs.npu_records)
         mod, _, _, _ = host_kernels(mod, target, database)
+        mod, _ = apply_default_schedules(mod, target)
         logs.skipped.warn()
         return run_passes(mod, finalize_passes(target))
 

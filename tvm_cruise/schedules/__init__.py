@@ -1,5 +1,8 @@
-"""TensorIR schedules: defaults for host kernels (llvm, cuda) and the NPU's tile intrinsics.
+"""TensorIR schedules for host kernels.
 
-Today the host uses TVM's lowering as is (CPU) and dlight's default GPU schedules (CUDA);
-hand-written defaults for what tuning has not covered are still to come.
+- ``cpu``: the default schedule of every CPU kernel that no tuning record covers (threads
+  over the outer spatial loops, vectorized output rows; bit-identical to TVM's lowering).
+
+Tuned kernels get MetaSchedule's schedules from the tuning logs (``tvm_cruise.autotune``);
+CUDA kernels without a record get dlight's defaults (``pipeline.finalize_passes``).
 """

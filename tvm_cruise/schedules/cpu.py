@@ -1,0 +1,193 @@
+"""A default TensorIR schedule for CPU host kernels that no tuning record covers.
+
+TVM lowers an unscheduled kernel to one single-threaded scalar loop nest: the perception
+CNN's host build runs ~50x slower than PyTorch that way (docs/benchmarks.md). MetaSchedule
+records fix that per kernel, but a model's first build, a kernel nobody tuned, or a record
+that failed to apply would otherwise fall off that cliff.
+
+The rule, per block of each kernel (after inlining what can be inlined, e.g. padding):
+
+- the spatial loops outside the reductions are fused and run in parallel over the cores;
+- the innermost spatial loop is split by the vector width and its inner part moved below
+  the reduction loops and vectorized (conv: output columns; matmul: output columns), the
+  reduction's init split off first.
+
+Every output element still accumulates its reduction in the same order as the
+unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
+kernel does not allow is skipped; a kernel the rule cannot schedule at all keeps TVM's
+lowering. Kernels scheduled from tuning records are left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import tvm
+from tvm import tirx
+
+logger = logging.getLogger("tvm_cruise")
+
+ATTR = "tvm_cruise.default_schedule"
+_SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
+
+
+def _vector_lanes(target) -> int:
+    """fp32 lanes of one vector register of ``target``'s CPU."""
+    feats = " ".join(str(target.attrs.get(k, "")) for k in ("mcpu", "mattr", "mtriple"))
+    if "avx512" in feats or any(cpu in feats for cpu in ("znver4", "znver5", "skylake-avx512",
+                                                        "sapphirerapids", "icelake")):
+        return 16
+    return 8 if ("x86" in feats or "znver" in feats or "haswell" in feats
+                 or not feats.strip()) else 4
+
+
+def _cores(target) -> int:
+    cores = target.attrs.get("num-cores") if target.attrs is not None else None
+    return int(cores) if cores else (os.cpu_count() or 1)
+
+
+def _uses(expr, var) -> bool:
+    return any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr))
+
+
+def _realize(sch, loops):
+    realize = sch.get(loops[-1]).body if loops else None
+    return realize if isinstance(realize, tvm.s_tir.SBlockRealize) else None
+
+
+def _loop_roles(sch, loops) -> list[str] | None:
+    """Per loop, whether it feeds only spatial block iters, only reduction ones, or else."""
+    realize = _realize(sch, loops)
+    if realize is None:
+        return None
+    iters = list(zip(realize.block.iter_vars, realize.iter_values))
+    roles = []
+    for loop in loops:
+        var = sch.get(loop).loop_var
+        kinds = {int(iv.iter_type) for iv, value in iters if _uses(value, var)}
+        roles.append(_SPATIAL if kinds == {tirx.IterVar.DataPar} else
+                     _REDUCE if kinds == {tirx.IterVar.CommReduce} else _OTHER)
+    return roles
+
+
+def _contiguous_in(sch, loops, loop) -> bool:
+    """Whether ``loop`` moves along the last axis of the block's output and of one of its
+    inputs: worth vectorizing (a softmax's rows, say, are not: that would gather)."""
+    realize = _realize(sch, loops)
+    var = sch.get(loop).loop_var
+    bound = [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+             if _uses(value, var)]
+
+    def along(regions):
+        return any(r.region and any(_uses(r.region[-1].min, v) for v in bound)
+                   for r in regions)
+
+    return along(realize.block.writes) and along(realize.block.reads)
+
+
+def _extent(sch, loop) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext) if isinstance(ext, tirx.IntImm) else None
+
+
+def _try(what: str, fn, *args):
+    """``(done, result)`` of a schedule primitive the kernel may not allow."""
+    try:
+        return True, fn(*args)
+    except Exception as err:  # noqa: BLE001 - a primitive the kernel does not allow
+        logger.debug("default schedule: %s skipped (%s)", what,
+                     str(err).splitlines()[0] if str(err) else type(err).__name__)
+        return False, None
+
+
+def _schedule_block(sch, block, lanes: int, cores: int) -> bool:
+    loops = sch.get_loops(block)
+    roles = _loop_roles(sch, loops)
+    if not loops or roles is None or roles[0] != _SPATIAL:
+        return False
+    n_outer = next((i for i, r in enumerate(roles) if r != _SPATIAL), len(roles))
+    spatial, reduce = list(loops[:n_outer]), list(loops[n_outer:])
+    has_reduction = _REDUCE in roles
+    last = _extent(sch, spatial[-1]) or 0
+    vectorize = (all(r == _REDUCE for r in roles[n_outer:]) and last >= lanes
+                 and _contiguous_in(sch, loops, spatial[-1]))
+    if not vectorize:  # threads over the outer spatial loops only
+        outer = spatial if (has_reduction or len(spatial) == 1) else spatial[:-1]
+        return _parallel(sch, outer)
+    outer, row = spatial[:-1], spatial[-1]
+    outer_extent = 1
+    for loop in outer:
+        outer_extent *= _extent(sch, loop) or cores * 4
+    if outer_extent < 4 * cores and last >= 2 * cores * lanes:  # e.g. a batch-1 matmul
+        done, parts = _try("split for threads", sch.split, row, [cores, None])
+        if done:
+            outer, row = outer + [parts[0]], parts[1]
+    # The whole output row below the reduction loops: each reduction step sweeps a
+    # contiguous row of the output and of an input, in vector registers.
+    if reduce and not _try("reorder", sch.reorder, *reduce, row)[0]:
+        return _parallel(sch, spatial)
+    scheduled = _parallel(sch, outer)
+    done, parts = _try("split", sch.split, row, [None, lanes])
+    if done:
+        scheduled |= _try("vectorize", sch.vectorize, parts[1])[0]
+    if has_reduction:  # the init leaves the reduction loops: zeros once per row
+        loops = sch.get_loops(block)
+        first = next(lp for lp, r in zip(loops, _loop_roles(sch, loops)) if r == _REDUCE)
+        _try("decompose_reduction", sch.decompose_reduction, block, first)
+    return scheduled
+
+
+def _parallel(sch, loops) -> bool:
+    if not loops:
+        return False
+    done, fused = (True, loops[0]) if len(loops) == 1 else _try("fuse", sch.fuse, *loops)
+    return done and _try("parallel", sch.parallel, fused)[0]
+
+
+def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
+    """``func`` with the default CPU schedule, or None where no step applies."""
+    sch = tvm.s_tir.Schedule(func, debug_mask=0)
+    root = sch.get_sblock("root")
+    while True:  # producers (padding, element-wise) into their consumers, one at a time
+        for block in sch.get_child_blocks(root):
+            if _try("compute_inline", sch.compute_inline, block)[0]:
+                break
+        else:
+            break
+    for block in reversed(list(sch.get_child_blocks(root))):
+        _try("reverse_compute_inline", sch.reverse_compute_inline, block)
+    lanes, cores = _vector_lanes(target), _cores(target)
+    scheduled = [_schedule_block(sch, block, lanes, cores)
+                 for block in sch.get_child_blocks(root)]
+    if not any(scheduled):
+        return None
+    (new,) = sch.mod.functions.values()
+    for key, value in (func.attrs.items() if func.attrs is not None else []):
+        new = new.with_attr(key, value)
+    return new.with_attr(ATTR, True)
+
+
+def apply_default_schedules(mod: tvm.IRModule, target) -> tuple[tvm.IRModule, int]:
+    """Schedule every kernel of ``mod`` that has no schedule yet; ``(module, how many)``.
+
+    CPU (LLVM) targets only: GPU kernels get dlight's defaults in ``finalize_passes``.
+    """
+    if "gpu" in target.keys or target.kind.name != "llvm":
+        return mod, 0
+    functions = dict(mod.functions.items())
+    count = 0
+    for gv, func in list(functions.items()):
+        if not isinstance(func, tirx.PrimFunc):
+            continue
+        if func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False)):
+            continue
+        try:
+            new = schedule_kernel(func, target)
+        except Exception as err:  # noqa: BLE001 - never fail a build over a default
+            logger.debug("default schedule for %s failed: %s", gv.name_hint, err)
+            new = None
+        if new is not None:
+            functions[gv] = new
+            count += 1
+    return tvm.IRModule(functions, attrs=mod.attrs), count
