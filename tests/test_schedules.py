@@ -1,0 +1,123 @@
+"""The default CPU schedule of kernels no tuning record covers (tvm_cruise.schedules.cpu)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from tvm import tirx
+
+import tvm_cruise
+from tvm_cruise.autotune.host import prepared_host_module
+from tvm_cruise.pipeline import host_kernels
+from tvm_cruise.schedules.cpu import ATTR, apply_default_schedules, schedule_kernel
+
+from conftest import run_cli
+
+
+class Zoo(torch.nn.Module):
+    """One model whose host kernels cover the op kinds a CPU build meets: convolutions
+    (strided, depthwise, 1x1), dense at batch 1, batched matmul, softmax, layer norm,
+    pools, element-wise, concat, transpose."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.strided = torch.nn.Conv2d(16, 24, 3, stride=2, padding=1)
+        self.depthwise = torch.nn.Conv2d(24, 24, 3, padding=1, groups=24)
+        self.pointwise = torch.nn.Conv2d(24, 32, 1)
+        self.fc = torch.nn.Linear(32, 40)
+        self.norm = torch.nn.LayerNorm(20)
+
+    def forward(self, x, seq):
+        y = torch.relu(self.conv(x))
+        y = torch.nn.functional.max_pool2d(y, 2) + torch.nn.functional.avg_pool2d(y, 2)
+        y = torch.relu(self.depthwise(self.strided(y))) * 0.5
+        y = self.pointwise(y)
+        head = self.fc(torch.nn.functional.adaptive_avg_pool2d(y, 1).flatten(1))
+        attn = torch.softmax(seq @ seq.transpose(1, 2) / 4.0, dim=-1) @ seq
+        mixed = torch.cat([self.norm(attn), seq], dim=-1)
+        return head, mixed
+
+
+@pytest.fixture(scope="module")
+def zoo():
+    torch.manual_seed(0)
+    return Zoo().eval(), (torch.randn(1, 3, 32, 48), torch.randn(2, 12, 20))
+
+
+@pytest.fixture(scope="module")
+def zoo_builds(zoo):
+    model, inputs = zoo
+    plain = tvm_cruise.build(model, target="llvm", example_inputs=inputs, tuning_logs=False,
+                             default_schedules=False)
+    default = tvm_cruise.build(model, target="llvm", example_inputs=inputs, tuning_logs=False)
+    return plain, default
+
+
+def test_default_schedules_are_bit_identical_to_tvm_lowering(zoo, zoo_builds):
+    model, inputs = zoo
+    plain, default = zoo_builds
+    x = [i.numpy() for i in inputs]
+    for got, want in zip(default.run(*x), plain.run(*x)):
+        assert np.array_equal(got, want)  # same accumulation order per element
+    with torch.no_grad():
+        refs = model(*inputs)
+    for got, ref in zip(default.run(*x), refs):
+        ref = ref.numpy()
+        assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
+
+
+def test_every_kernel_is_reported(zoo_builds):
+    plain, default = zoo_builds
+    total = default.metadata["tuning"]["host_kernels"]
+    assert plain.metadata["tuning"]["default_scheduled"] == 0
+    # Every kernel of this zoo has a spatial loop to run in parallel.
+    assert default.metadata["tuning"]["default_scheduled"] == total > 5
+    assert f"0/{total} host kernels tuned ({total} more with the default CPU schedule)" in \
+        default.describe()
+    assert "default CPU schedule" not in plain.describe()
+
+
+def test_kernels_get_threads_and_vectors(zoo):
+    model, inputs = zoo
+    mod, target, _ = prepared_host_module(model, "llvm", example_inputs=inputs)
+    mod, _, _, _ = host_kernels(mod, target, None)
+    scripts = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tirx.PrimFunc):
+            new = schedule_kernel(func, target)
+            assert new is not None and bool(new.attrs[ATTR]), gv.name_hint
+            scripts[gv.name_hint] = new.script()
+    conv = next(s for name, s in scripts.items() if "conv2d" in name)
+    assert "T.parallel" in conv and "T.vectorized" in conv
+    # The conv's output row sits below its reduction loops: the init is split off.
+    assert "_init" in conv
+    assert all("T.parallel" in s for s in scripts.values())
+
+
+def test_gpu_and_tuned_kernels_are_left_alone(zoo):
+    import tvm
+
+    model, inputs = zoo
+    mod, target, _ = prepared_host_module(model, "llvm", example_inputs=inputs)
+    mod, _, _, _ = host_kernels(mod, target, None)
+    cuda = tvm.target.Target({"kind": "cuda", "arch": "sm_87"}, host="llvm")
+    same, count = apply_default_schedules(mod, cuda)
+    assert count == 0 and same is mod
+    # A kernel a tuning record scheduled keeps that schedule.
+    gv = next(gv for gv, f in mod.functions.items() if isinstance(f, tirx.PrimFunc))
+    marked = mod.functions[gv].with_attr("tirx.is_scheduled", True)
+    mod[gv] = marked
+    out, count = apply_default_schedules(mod, target)
+    assert out[gv].same_as(marked)
+    assert count == sum(1 for f in mod.functions.values()
+                        if isinstance(f, tirx.PrimFunc)) - 1
+
+
+def test_cli_opt_out(tmp_path):
+    proc = run_cli("compile", "perception-cnn", "--target", "llvm", "--no-shipped-logs",
+                   "--no-default-schedules", "-o", tmp_path / "m.so")
+    assert proc.returncode == 0, proc.stderr
+    assert "0/5 host kernels tuned" in proc.stdout
+    assert "default CPU schedule" not in proc.stdout
