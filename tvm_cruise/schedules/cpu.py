@@ -20,13 +20,12 @@ lowering. Kernels scheduled from tuning records are left alone.
 
 from __future__ import annotations
 
-import logging
 import os
 
 import tvm
 from tvm import tirx
 
-logger = logging.getLogger("tvm_cruise")
+from ..env import logger
 
 ATTR = "tvm_cruise.default_schedule"
 _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
