@@ -94,27 +94,36 @@ def _pattern(name, pattern, annotations, check) -> FusionPattern:
     return FusionPattern(name, pattern, annotations, check, _op_ids_attr)
 
 
+def _epilogue_chain(spec: AcceleratorSpec, root, bias: bool, residual: bool, with_act: bool):
+    """``root`` then the optional bias add, residual add and activation the MAC array's
+    epilogue fuses: ``(pattern, annotations, name suffix)``, or None where the spec has no
+    activation pattern to end it with."""
+    out, ann = root, {"root": root}
+    if bias:
+        out = ann["bias"] = is_op("relax.add")(out, is_const())
+    if residual:
+        out = ann["residual"] = is_op("relax.add")(out, wildcard())
+    if with_act:
+        out = _act_pattern(spec, out)
+        if out is None:
+            return None
+        ann["act"] = out
+    suffix = "".join(s for s, on in (("_bias", bias), ("_add", residual), ("_act", with_act))
+                     if on)
+    return out, ann, suffix
+
+
 def _conv_family(spec: AcceleratorSpec, depthwise: bool):
     name = "depthwise_conv2d" if depthwise else "conv2d"
     act = "activation" in spec.ops
     combos = [c for c in itertools.product((True, False), repeat=3) if act or not c[2]]
     combos.sort(key=lambda c: -sum(c))
     for bias, residual, with_act in combos:
-        conv = is_op("relax.nn.conv2d")(wildcard(), is_const())
-        out, ann = conv, {"root": conv}
-        if bias:
-            out = is_op("relax.add")(out, is_const())
-            ann["bias"] = out
-        if residual:
-            out = is_op("relax.add")(out, wildcard())
-            ann["residual"] = out
-        if with_act:
-            out = _act_pattern(spec, out)
-            if out is None:
-                continue
-            ann["act"] = out
-        suffix = "".join(s for s, on in (("_bias", bias), ("_add", residual), ("_act", with_act))
-                         if on)
+        chain = _epilogue_chain(spec, is_op("relax.nn.conv2d")(wildcard(), is_const()),
+                                bias, residual, with_act)
+        if chain is None:
+            continue
+        out, ann, suffix = chain
         yield _pattern(f"{spec.key}.{name}{suffix}", out, ann,
                             _conv_check(spec, depthwise, bias, residual, with_act))
 
@@ -152,17 +161,11 @@ def _dense_family(spec: AcceleratorSpec):
                                  key=lambda c: -sum(c)):
         if with_act and not act:
             continue
-        mm = is_op("relax.matmul")(wildcard(), is_const())
-        out, ann = mm, {"root": mm}
-        if bias:
-            out = is_op("relax.add")(out, is_const())
-            ann["bias"] = out
-        if with_act:
-            out = _act_pattern(spec, out)
-            if out is None:
-                continue
-            ann["act"] = out
-        suffix = "".join(s for s, on in (("_bias", bias), ("_act", with_act)) if on)
+        chain = _epilogue_chain(spec, is_op("relax.matmul")(wildcard(), is_const()), bias,
+                                False, with_act)
+        if chain is None:
+            continue
+        out, ann, suffix = chain
 
         def check(ctx, bias=bias, with_act=with_act) -> bool:
             ann = ctx.annotated_expr
