@@ -13,7 +13,7 @@ def const(shape, scale=0.1):
     return relax.const((RNG.standard_normal(shape) * scale).astype("float32"), "float32")
 
 
-def graph(inputs, body):
+def graph(inputs, body, dtype="float32"):
     """A module whose ``main`` takes tensors of ``inputs`` shapes and returns ``body(...)``.
 
     ``body(emit, *vars)`` builds the graph; ``emit(expr)`` binds one op and returns its var.
@@ -22,7 +22,7 @@ def graph(inputs, body):
     params = []
     for i, shape in enumerate(inputs):
         dims = [tvm.tirx.Var(d, "int64") if isinstance(d, str) else d for d in shape]
-        params.append(relax.Var(f"x{i}", relax.TensorType(dims, "float32")))
+        params.append(relax.Var(f"x{i}", relax.TensorType(dims, dtype)))
     with bb.function("main", params):
         with bb.dataflow():
             out = body(bb.emit, *params)

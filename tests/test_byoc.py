@@ -155,6 +155,10 @@ NEGATIVE = [
     _neg("dtype", "cruise-npu", lambda: graph([X], lambda e, x: conv(x, 8, 8)),
          "relax.nn.conv2d", "cruise-npu: nn.conv2d in float32 is not supported (it computes in "
          "int8, float16)", precision="fp32"),
+    _neg("tensor-dtype", "cruise-npu",
+         lambda: graph([X, X], lambda e, a, b: relax.op.add(a, b), dtype="int8"),
+         "relax.add", "cruise-npu: add on int8 tensors runs on the host: under "
+         "precision='fp16' the accelerator computes float16"),
     _neg("dynamic-shape", "cruise-npu",
          lambda: graph([("n", 8, 16, 16)], lambda e, x: relax.op.nn.relu(x)),
          "relax.nn.relu", "cruise-npu: nn.relu has a dynamic shape"),
@@ -206,6 +210,14 @@ NEGATIVE = [
     _neg("pool-stride", "cruise-npu-lite",
          lambda: graph([X], lambda e, x: relax.op.nn.max_pool2d(x, 3, 3)),
          "relax.nn.max_pool2d", "cruise-npu-lite: pooling stride (3, 3) > 2 is not supported"),
+    _neg("pool-dilation", "cruise-npu",
+         lambda: graph([X], lambda e, x: relax.op.nn.max_pool2d(x, 3, 1, 2, dilation=2)),
+         "relax.nn.max_pool2d", "cruise-npu: pooling dilation (2, 2) is not supported"),
+    _neg("pool-window", "cruise-npu",
+         lambda: graph([X], lambda e, x: relax.op.nn.avg_pool2d(
+             x, 3, 2, 1, ceil_mode=True, count_include_pad=True)),
+         "relax.nn.avg_pool2d", "cruise-npu: pooling counting padding, the last window reaches "
+         "past the padded input"),
     _neg("pool-global", "cruise-npu",
          lambda: graph([X], lambda e, x: relax.op.mean(x, [1], True)),
          "relax.mean", "cruise-npu: mean is not a global average pool over H and W"),
@@ -252,7 +264,29 @@ def test_rule_keeps_op_on_host_with_its_message(test_npu, rule, acc, build, op, 
 
 def test_every_rule_has_a_negative_case():
     covered = {p.values[0] for p in NEGATIVE}
-    assert covered == set(RULES)
+    # npu-compiler is the NPU compiler's, not a spec limit: test_compiler_refusal_goes_to_host
+    assert covered | {"npu-compiler"} == set(RULES)
+
+
+def test_compiler_refusal_goes_to_host(monkeypatch):
+    """An op the rules accept but the NPU compiler cannot lower runs on the host, the report
+    quotes the compiler, and the build still gives the right numbers."""
+    from tvm_cruise.byoc.npu.codegen import Emitter
+
+    def broken(self, index, layer):
+        raise tvm_cruise.BuildError("NPU compiler: injected failure for this test")
+
+    monkeypatch.setattr(Emitter, "_pool", broken)
+    mod = graph([X], lambda e, x: relax.op.nn.max_pool2d(e(conv(x, 8, 8)), 2, 2))
+    art = tvm_cruise.build(mod, target="cruise-npu")
+    pool = [o for o in art.placement.ops if o.op == "relax.nn.max_pool2d"][0]
+    conv_op = [o for o in art.placement.ops if o.op == "relax.nn.conv2d"][0]
+    assert pool.device == HOST and pool.rules == ["npu-compiler"], art.placement.table()
+    assert "injected failure for this test" in pool.reasons[0]
+    assert conv_op.device == "cruise-npu"
+    x = np.random.default_rng(0).standard_normal(X).astype("float32")
+    ref = tvm_cruise.build(mod, target="llvm").run(x)
+    np.testing.assert_allclose(art.run(x), ref, atol=2e-2 * np.abs(ref).max())
 
 
 # -- reference models ------------------------------------------------------------------

@@ -54,6 +54,8 @@ class AcceleratorStage:
     placement: object = None  # byoc.PlacementReport
     totals: dict = field(default_factory=dict)
     compiled: list = field(default_factory=list)  # byoc.npu.compiler.CompiledFunction
+    partitioned: object = None  # the module before lowering (verification builds from it)
+    functions: list = field(default_factory=list)  # its offloaded functions (GlobalVars)
 
     def to_dict(self) -> dict:
         return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
@@ -73,12 +75,29 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
     """
     if spec is None:
         return mod, AcceleratorStage(None, None, execution="host-only target")
+    from .byoc.npu.codegen import LoweringFailures
     from .byoc.npu.compiler import lower, total_stats
     from .byoc.partition import accelerator_functions, partition
+    from .env import logger
 
-    merged, report = partition(mod, spec, precision, model)
-    functions = accelerator_functions(merged, spec)
-    lowered, compiled = lower(merged, spec, functions, tilings, records)
+    # What the rules accept, the NPU compiler lowers; where it cannot, those ops go back to
+    # the host with the compiler's reason and the graph is partitioned again.
+    refused: dict[int, str] = {}
+    while True:
+        merged, report = partition(mod, spec, precision, model, refused)
+        functions = accelerator_functions(merged, spec)
+        try:
+            lowered, compiled = lower(merged, spec, functions, tilings, records)
+            break
+        except LoweringFailures as err:
+            new = {i: why for ids, why in err.failures for i in ids if i not in refused}
+            if not new:
+                raise BuildError(f"{err} (the ops are already refused: an NPU compiler bug)") \
+                    from None
+            for ids, why in err.failures:
+                logger.warning("%s: the NPU compiler cannot lower ops %s of %s (%s); they run "
+                               "on the host", spec.name, list(ids), model, why)
+            refused.update(new)
     execution = (f"{len(functions)} NPU program{'s' if len(functions) != 1 else ''} run in "
                  f"the {spec.name} simulator (figures simulated)" if functions
                  else "nothing offloaded")
@@ -87,7 +106,28 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
                              programs=[c.summary() for c in compiled], placement=report)
     stage.totals = total_stats(compiled)
     stage.compiled = compiled
+    stage.partitioned, stage.functions = merged, functions
     return lowered, stage
+
+
+def verify_stage(stage: AcceleratorStage, spec: AcceleratorSpec, strict: bool = False,
+                 tolerance: float | None = None, model: str = "model") -> list:
+    """Run every NPU program against TVM's host build of its function (``verify.py``)."""
+    from . import verify
+
+    if spec is None or not stage.functions:
+        return []
+    names = {}
+    for index, gv in enumerate(stage.functions):
+        ops = [o for o in stage.placement.ops if o.function == index]
+        if ops:
+            first, last = ops[0].name, ops[-1].name
+            names[gv.name_hint] = first if first == last else f"{first} .. {last}"
+    checks = verify.verify_functions(
+        stage.partitioned, stage.functions, stage.compiled, spec, names=names,
+        tolerance=verify.DEFAULT_TOLERANCE if tolerance is None else tolerance)
+    verify.enforce(checks, strict, model)
+    return checks
 
 
 def legalize_passes() -> list:

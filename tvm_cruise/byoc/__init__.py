@@ -3,12 +3,12 @@
 - ``rules``: every accelerator limit as one named rule with one message
 - ``patterns``: fused pattern tables generated from a spec, checked by the rules
 - ``fold``: BatchNorm folded into the preceding conv (with or without bias)
-- ``partition``: FuseOpsByPattern + MergeCompositeFunctions, precision policy, host
-  reference path
+- ``partition``: FuseOpsByPattern + MergeCompositeFunctions, precision policy
 - ``report``: the placement report (``art.placement``, ``analyze``)
+- ``npu``: the NPU program compiler, instruction set, simulator and runtime
 
-The NPU program compiler and simulator are not implemented yet: offloaded functions run
-through the host reference path in the accelerator's precision.
+What the rules accept, the NPU compiler lowers; an op it cannot lower goes back to the host
+with the compiler's reason (``pipeline.accelerator_stage``).
 """
 
 from __future__ import annotations
@@ -33,9 +33,8 @@ def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = Non
     """
     from ..errors import UnknownTargetError
     from ..frontend import ImportedModel, load_model
-    from ..pipeline import prepare_passes, run_passes
+    from ..pipeline import accelerator_stage, prepare_passes, run_passes
     from ..targets import resolve_target
-    from .partition import partition
 
     resolved = resolve_target(target)
     if resolved.accelerator is None:
@@ -46,5 +45,6 @@ def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = Non
         model, example_inputs, input_shapes=input_shapes, name=name)
     with resolved.tvm_target:
         mod = run_passes(imported.mod, prepare_passes())
-        _, report = partition(mod, resolved.accelerator, precision, imported.name)
-    return report
+        # the same stage a build runs: what the NPU compiler cannot lower is on the host here
+        _, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
+    return stage.placement

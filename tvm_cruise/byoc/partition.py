@@ -23,11 +23,12 @@ from tvm import relax
 from .._importers import SEPARATOR
 from ..errors import BuildError
 from ..targets.spec import AcceleratorSpec
-from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR
+from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR, REFUSED_OPS
 from .patterns import register as register_patterns
 from .report import HOST, OpPlacement, PlacementReport
 from .rewrite import rebuild_main
-from .rules import PRECISIONS, DTYPE_BYTES, family_of, macs, static_shape, violations
+from .rules import (DTYPE_BYTES, PRECISIONS, RULES, family_of, macs, static_shape,
+                    violations)
 
 _TAG = re.compile(r"^#(\d+)@")
 
@@ -108,29 +109,34 @@ def accelerator_functions(mod, spec: AcceleratorSpec) -> list:
     return order
 
 
-def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = "model"):
+def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = "model",
+              refused: dict[int, str] | None = None):
     """Split ``mod`` for ``spec``: returns ``(partitioned_mod, PlacementReport)``.
 
     The partitioned module still computes in fp32; the NPU compiler converts it.
+    ``refused`` maps op ids the NPU compiler could not lower to why: they stay on the host.
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of "
                          f"{', '.join(PRECISIONS)} (int8 needs calibration, which is not "
                          "available yet)")
+    refused = dict(refused or {})
     tagged = tag_ops(mod)
     token = ACTIVE_PRECISION.set(precision)
+    token_refused = REFUSED_OPS.set(frozenset(refused))
     try:
         fused = relax.transform.FuseOpsByPattern(
             patterns_for(spec), bind_constants=True, annotate_codegen=False)(tagged)
     finally:
         ACTIVE_PRECISION.reset(token)
+        REFUSED_OPS.reset(token_refused)
     merged = relax.transform.MergeCompositeFunctions()(fused)
-    report = placement_report(tagged, merged, spec, precision, model)
+    report = placement_report(tagged, merged, spec, precision, model, refused)
     return merged, report
 
 
 def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
-                     model: str) -> PlacementReport:
+                     model: str, refused: dict[int, str] | None = None) -> PlacementReport:
     functions = accelerator_functions(merged, spec)
     where: dict[int, tuple[int, str]] = {}
     for index, gv in enumerate(functions):
@@ -151,6 +157,10 @@ def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
         if idx in where:
             entry.device = spec.name
             entry.function, entry.pattern = where[idx]
+        elif refused and idx in refused:
+            entry.rules = ["npu-compiler"]
+            entry.reasons = [RULES["npu-compiler"].message(
+                spec, op=call.op.name.replace("relax.", ""), why=refused[idx])]
         else:
             broken = violations(spec, call, precision)
             if broken:

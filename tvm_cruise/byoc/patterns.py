@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextvars
 import itertools
 
+from tvm.relax.backend.utils import has_leaking_intermediate_variables
 from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
@@ -31,6 +32,10 @@ from .rules import (ACTIVATIONS, ELEMENTWISE, RESHAPES, broadcast_kind, is_const
 # global; their checks read the policy from here, fp16 when used outside tvm-cruise).
 ACTIVE_PRECISION: contextvars.ContextVar[str] = contextvars.ContextVar(
     "tvm_cruise_precision", default="fp16")
+# Op ids (partition.tag_ops) the NPU compiler could not lower in an earlier attempt: no
+# pattern may take them again (they run on the host; the report says why).
+REFUSED_OPS: contextvars.ContextVar[frozenset] = contextvars.ContextVar(
+    "tvm_cruise_refused_ops", default=frozenset())
 
 
 def _act_pattern(spec: AcceleratorSpec, inner):
@@ -51,7 +56,12 @@ def _act_pattern(spec: AcceleratorSpec, inner):
 
 
 def _ok(spec: AcceleratorSpec, *calls) -> bool:
+    from .partition import op_id
+
     precision = ACTIVE_PRECISION.get()
+    refused = REFUSED_OPS.get()
+    if refused and any(op_id(c) in refused for c in calls):
+        return False
     return all(not violations(spec, c, precision) for c in calls)
 
 
@@ -134,6 +144,10 @@ def _conv_check(spec, depthwise, bias, residual, with_act):
         conv = ann["root"]
         if is_depthwise(conv) != depthwise:
             return False  # the other conv pattern's op
+        if has_leaking_intermediate_variables(ctx):
+            # An intermediate (conv+bias feeding a residual add) used elsewhere too: fusing
+            # would make the composite return it and close a cycle through its other user.
+            return False
         calls, prev = [conv], conv
         if bias:
             b = ann["bias"]
@@ -169,6 +183,8 @@ def _dense_family(spec: AcceleratorSpec):
 
         def check(ctx, bias=bias, with_act=with_act) -> bool:
             ann = ctx.annotated_expr
+            if has_leaking_intermediate_variables(ctx):
+                return False  # see _conv_check
             calls = [ann["root"]]
             if bias:
                 if not _is_channel_bias(ann["root"], _other(ctx, ann["bias"], ann["root"])):

@@ -33,6 +33,9 @@ class Rule:
 RULES = {r.id: r for r in (
     Rule("op-not-supported", "{acc}: {op} is not supported (it runs: {families})"),
     Rule("dtype", "{acc}: {op} in {dtype} is not supported (it computes in {dtypes})"),
+    Rule("tensor-dtype", "{acc}: {op} on {dtype} tensors runs on the host: under "
+                         "precision={precision!r} the accelerator computes {compute} from "
+                         "float tensors (integer tensors are not quantized activations)"),
     Rule("dynamic-shape", "{acc}: {op} has a dynamic shape {shape}; only static shapes are "
                           "offloaded"),
     Rule("rank", "{acc}: {op} on a rank-{rank} tensor is not supported (at most rank {max})"),
@@ -56,6 +59,10 @@ RULES = {r.id: r for r in (
     Rule("pool-layout", "{acc}: pooling layout {layout} is not supported (NCHW only)"),
     Rule("pool-kernel", "{acc}: pooling window {value} > {limit} is not supported"),
     Rule("pool-stride", "{acc}: pooling stride {value} > {limit} is not supported"),
+    Rule("pool-dilation", "{acc}: pooling dilation {value} is not supported (POOL windows are "
+                          "dense)"),
+    Rule("pool-window", "{acc}: pooling {detail}; POOL needs every window to start inside the "
+                        "input and, counting padding, to end inside the padded input"),
     Rule("pool-global", "{acc}: {op} is not a global average pool over H and W ({detail}); only "
                         "that form is supported"),
     Rule("elementwise-op", "{acc}: element-wise {name} is not supported (it runs: {ops})"),
@@ -69,6 +76,10 @@ RULES = {r.id: r for r in (
     Rule("resize-layout", "{acc}: resize layout {layout} is not supported (NCHW only)"),
     Rule("resize-scale", "{acc}: resize from {src} to {dst} is not an integer scale up to "
                          "{limit}x"),
+    # Not a spec limit: the NPU compiler found no way to lower an op the rules accepted.
+    # The op runs on the host; a property test keeps this empty for accepted configurations.
+    Rule("npu-compiler", "{acc}: the NPU compiler cannot lower this {op} ({why}); it runs on "
+                         "the host"),
 )}
 
 
@@ -194,10 +205,13 @@ def violations(spec: AcceleratorSpec, call, precision: str = "fp16") -> list[Vio
         if shape is None:
             add("dynamic-shape", op=short, shape=str(ty.shape))
             return out
-    data_dtypes = {accel_dtype(str(t.dtype), precision) for t in types[:1]}
-    for dtype in sorted(data_dtypes):
-        if dtype not in spec.dtypes:
-            add("dtype", op=short, dtype=dtype, dtypes=", ".join(spec.dtypes))
+    compute = PRECISIONS[precision]
+    if compute not in spec.dtypes:
+        add("dtype", op=short, dtype=compute, dtypes=", ".join(spec.dtypes))
+    others = sorted({str(t.dtype) for t in types} - {"float32", compute})
+    if others:
+        add("tensor-dtype", op=short, dtype="/".join(others), precision=precision,
+            compute=compute)
     ranks = [_effective_rank(static_shape(t)) for t in types]
     if ranks and max(ranks) > spec.max_rank:
         add("rank", op=short, rank=max(ranks), max=spec.max_rank)
@@ -297,10 +311,43 @@ def _pool2d(spec, call, limits, add, precision):
         return
     window = tuple(int(v) for v in call.attrs.pool_size)
     strides = tuple(int(v) for v in call.attrs.strides)
+    dilation = tuple(int(v) for v in call.attrs.dilation)
+    if max(dilation) > 1:
+        add("pool-dilation", value=dilation)
+    problem = _pool_window_problem(call, window, strides)
+    if problem:
+        add("pool-window", detail=problem)
     if max(window) > limits["max_kernel"]:
         add("pool-kernel", value=window, limit=limits["max_kernel"])
     if max(strides) > limits["max_stride"]:
         add("pool-stride", value=strides, limit=limits["max_stride"])
+
+
+def _pool_window_problem(call, window, strides) -> str | None:
+    """Why POOL cannot compute this pooling's windows as Relax defines them, or None.
+
+    POOL skips window elements outside the input and divides an average by the elements
+    inside (or, counting padding, by the whole window): right as long as every window
+    starts inside the input or its top/left padding and, when padding counts, ends inside
+    the padded input (ceil_mode can make the last window reach past it).
+    """
+    in_hw = static_shape(call.args[0].ty)[2:]
+    out_hw = static_shape(call.ty)[2:]
+    pad = tuple(int(p) for p in call.attrs.padding)
+    count_pad = bool(getattr(call.attrs, "count_include_pad", False)) and \
+        call.op.name == "relax.nn.avg_pool2d"
+    for axis in range(2):
+        size, out, k, s = in_hw[axis], out_hw[axis], window[axis], strides[axis]
+        before, after = pad[axis], pad[axis + 2]
+        last = (out - 1) * s - before  # start of the last window in input coordinates
+        if before >= k:
+            return f"padding {before} >= window {k}"
+        if last >= size:
+            return f"the last window (output {out}) starts past the {size}-wide input"
+        if count_pad and last + k > size + after:
+            return (f"counting padding, the last window reaches past the padded input "
+                    f"(ceil_mode, output {out})")
+    return None
 
 
 def broadcast_kind(lhs, rhs) -> str:
@@ -318,6 +365,43 @@ def broadcast_kind(lhs, rhs) -> str:
     return "any"
 
 
+def broadcast_box(out_shape, *shapes):
+    """The element-wise broadcast of ``shapes`` to ``out_shape`` as one DMA box: returns
+    ``(dims, [strides per operand])`` with adjacent dimensions merged where every operand
+    treats them alike (stride 0 where an operand broadcasts), or None when the operands
+    need more than the DMA's 4 box dimensions.
+    """
+    out = tuple(int(d) for d in out_shape)
+    padded = [(1,) * (len(out) - len(s)) + tuple(int(d) for d in s) for s in shapes]
+    if any(len(p) != len(out) for p in padded):
+        return None
+    dims: list[int] = []
+    kinds: list[tuple[bool, ...]] = []  # per kept dim: does each operand span it?
+    for axis, extent in enumerate(out):
+        if extent == 1:
+            continue
+        spans = tuple(p[axis] == extent for p in padded)
+        if any(p[axis] not in (1, extent) for p in padded):
+            return None
+        if kinds and kinds[-1] == spans:
+            dims[-1] *= extent
+        else:
+            dims.append(extent)
+            kinds.append(spans)
+    if not dims:
+        dims, kinds = [1], [tuple(True for _ in shapes)]
+    if len(dims) > 4:
+        return None
+    strides = []
+    for op_index in range(len(shapes)):
+        acc, st = 1, []
+        for extent, spans in zip(reversed(dims), reversed(kinds)):
+            st.append(acc if spans[op_index] else 0)
+            acc *= extent if spans[op_index] else 1
+        strides.append(tuple(reversed(st)))
+    return tuple(dims), strides
+
+
 def _elementwise(spec, call, limits, add, precision):
     name = ELEMENTWISE[call.op.name]
     if name not in limits["ops"]:
@@ -325,7 +409,11 @@ def _elementwise(spec, call, limits, add, precision):
     lhs, rhs = (static_shape(a.ty) for a in call.args[:2])
     kind = broadcast_kind(lhs, rhs)
     order = ("none", "channel", "any")
-    if order.index(kind) > order.index(limits["broadcast"]):
+    if kind == "any" and broadcast_box(static_shape(call.ty), lhs, rhs) is None:
+        # the DMA reads each operand as one box of at most 4 dimensions
+        add("elementwise-broadcast", name=name, lhs=lhs, rhs=rhs,
+            allowed="at most 4 dimensions once dimensions broadcast alike are merged")
+    elif order.index(kind) > order.index(limits["broadcast"]):
         allowed = {"none": "same shapes only",
                    "channel": "same shapes, per-channel or scalar only"}[limits["broadcast"]]
         add("elementwise-broadcast", name=name, lhs=lhs, rhs=rhs, allowed=allowed)

@@ -8,13 +8,15 @@ content and spec hash and its simulated statistics (timing model, no data needed
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
 
+from ...errors import NpuExecutionError
 from ...targets.spec import AcceleratorSpec
-from .codegen import compile_graph
+from .codegen import LoweringFailures, compile_graph
 from .graph import TUNABLE, Graph, from_relax, layer_macs, layer_signature
 from .tiling import Tiling
 from .program import Program
@@ -86,24 +88,46 @@ def compile_function(func: relax.Function, spec: AcceleratorSpec, name: str,
             chosen_in[i] = Tiling(**rec["tiling"])
             tuned.add(i)
     program, chosen, ends = compile_graph(spec, graph, chosen_in)
-    _, stats = Simulator(spec).run(program, None, functional=False)
+    try:
+        # the timing run checks every box, SRAM access and hazard of the program
+        _, stats = Simulator(spec).run(program, None, functional=False)
+    except NpuExecutionError as err:
+        raise LoweringFailures(name, [(_layer_at(graph, ends, str(err)), str(err))]) from None
     compiled = CompiledFunction(name, graph, program, chosen, stats, ends)
     compiled.tuned_layers = tuned
     return compiled
 
 
+def _layer_at(graph: Graph, ends: dict, message: str) -> tuple[int, ...]:
+    """The op ids of the layer whose instructions include the one ``message`` names."""
+    match = re.search(r"instruction (\d+)", message)
+    if match:
+        index = int(match.group(1))
+        for layer_index in sorted(ends):
+            if index <= ends[layer_index]:
+                return tuple(graph.layers[layer_index].op_ids)
+    return tuple(i for layer in graph.layers for i in layer.op_ids)
+
+
 def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, records=None):
     """Replace each offloaded call by its NPU program; returns (module, [CompiledFunction]).
+
+    Raises ``LoweringFailures`` listing every layer (of every function) that cannot lower.
 
     ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records.
     """
     from ..partition import _without
     from ..rewrite import rebuild_main
 
-    compiled = {}
+    compiled, failures = {}, []
     for gv in functions:
-        compiled[gv] = compile_function(mod[gv], spec, gv.name_hint,
-                                        (tilings or {}).get(gv.name_hint), records)
+        try:
+            compiled[gv] = compile_function(mod[gv], spec, gv.name_hint,
+                                            (tilings or {}).get(gv.name_hint), records)
+        except LoweringFailures as err:  # keep going: report every function's failures
+            failures += err.failures
+    if failures:
+        raise LoweringFailures(", ".join(gv.name_hint for gv in functions), failures)
 
     def rewrite(bb, var, value, bound):
         if not (isinstance(value, relax.Call) and value.op in compiled):
