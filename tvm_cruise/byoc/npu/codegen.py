@@ -19,9 +19,21 @@ import numpy as np
 from ...errors import BuildError
 from ...targets.spec import AcceleratorSpec
 from . import tiling as T
-from .graph import Graph, Layer, Value, broadcast_mode
+from .graph import Graph, Layer, Value, _reason, broadcast_box, broadcast_mode
 from .program import Program, ProgramBuilder
 from .resize import interpolation_matrix
+
+
+class LoweringFailures(BuildError):
+    """Layers of a function the NPU compiler cannot lower: ``failures`` lists
+    ``(op ids, reason)``. The build sends those ops back to the host, with the reason."""
+
+    def __init__(self, function: str, failures: list):
+        self.function = function
+        self.failures = list(failures)
+        lines = "; ".join(f"ops {list(ids)}: {why}" for ids, why in self.failures)
+        super().__init__(f"NPU compiler: {len(self.failures)} layer(s) of {function} cannot "
+                         f"be lowered: {lines}")
 
 
 class SramAllocator:
@@ -93,7 +105,12 @@ class Emitter:
                                                         dram_shape(root.shape))
 
     def tid(self, value: Value) -> int:
-        return self.tensors[id(value.root)]
+        root = value.root
+        if id(root) not in self.tensors and root.data is not None:
+            self.tensors[id(root)] = self.b.constant(
+                root.name, np.ascontiguousarray(root.data, self.dtype).reshape(
+                    dram_shape(root.shape)))
+        return self.tensors[id(root)]
 
     def zeros(self, length: int) -> int:
         """A DRAM zero vector (DMA source for padding rows, read with stride 0)."""
@@ -114,6 +131,12 @@ class Emitter:
                 if not bank_aware:
                     raise
         raise AssertionError("unreachable")
+
+    def move_buffers(self, nbytes: int, what: str) -> tuple[int, int, int]:
+        """Three buffers for steps that only move data (DMA in, DMA out of one buffer): the
+        pipeline loads step i+1 before it stores step i-1, so two would collide."""
+        addr = self.layout([(f"{what} {k}", nbytes, False) for k in range(3)])
+        return tuple(addr[f"{what} {k}"] for k in range(3))
 
     # -- the pipeline -----------------------------------------------------------------------
     def pipeline(self, steps: list[Step]) -> None:
@@ -137,13 +160,23 @@ class Emitter:
 
     # -- entry -----------------------------------------------------------------------------
     def emit(self) -> Program:
+        """The program; raises ``LoweringFailures`` naming every layer that cannot lower."""
         self._declare()
+        failures = list(self.graph.failures)
         for index, layer in enumerate(self.graph.layers):
             if layer.kind == "reshape":
                 continue  # same bytes, another shape: nothing to move
-            getattr(self, "_" + layer.kind)(index, layer)
+            start = len(self.b.instructions)
+            try:
+                getattr(self, "_" + layer.kind)(index, layer)
+            except Exception as err:  # noqa: BLE001 - whatever it is, this layer can't lower
+                del self.b.instructions[start:]
+                failures.append((tuple(layer.op_ids), _reason(err)))
+                continue  # the other layers still compile: find every failure at once
             self.b.sync(dma=True, compute=True)
             self.layer_ends[index] = len(self.b.instructions) - 1
+        if failures:
+            raise LoweringFailures(self.graph.name, failures)
         for value, tid in self.copies:
             self._copy(self.tid(value), tid, value.size)
         return self.b.build()
@@ -151,11 +184,11 @@ class Emitter:
     # -- data movement helpers ----------------------------------------------------------------
     def _copy(self, src: int, dst: int, size: int) -> None:
         chunk = min(size, self.spec.hardware["sram_bytes"] // 4 // self.elem)
-        bufs = self.layout([("copy", chunk * self.elem, True)])["copy"]
+        bufs = self.move_buffers(chunk * self.elem, "copy")
         steps = []
         for j, start in enumerate(range(0, size, chunk)):
             n = min(chunk, size - start)
-            buf = bufs[j % 2]
+            buf = bufs[j % 3]
             steps.append(Step(
                 loads=[lambda buf=buf, start=start, n=n: self.b.dma_load(src, buf, (n,),
                                                                         (1,), (1,), start)],
@@ -165,16 +198,19 @@ class Emitter:
 
     # -- convolutions --------------------------------------------------------------------------
     def _conv_shape(self, layer: Layer) -> T.ConvShape:
+        """The conv's geometry; a grouped conv's channels are per group."""
         x = layer.inputs[0]
-        _, cin, h, w = x.shape
+        batch, cin, h, w = x.shape
         _, cout, hout, wout = layer.output.shape
         depthwise = layer.kind == "dwconv"
+        groups = 1 if depthwise else int(layer.attrs.get("groups", 1))
         kh, kw = layer.weight.shape[-2:]
         sh, sw = layer.attrs["strides"]
         dh, dw = layer.attrs["dilation"]
-        return T.ConvShape(cin, cout, h, w, hout, wout, kh, kw, sh, sw, dh, dw,
-                           tuple(layer.attrs["padding"]), depthwise, layer.residual is not None,
-                           layer.bias is not None, self.elem, self.dtype)
+        return T.ConvShape(cin // groups, cout // groups, h, w, hout, wout, kh, kw, sh, sw, dh,
+                           dw, tuple(layer.attrs["padding"]), depthwise,
+                           layer.residual is not None, layer.bias is not None, self.elem,
+                           self.dtype, groups, batch)
 
     def _gemm_shape(self, layer: Layer) -> T.GemmShape:
         a = layer.inputs[0].shape
@@ -219,16 +255,18 @@ class Emitter:
             [(c, min(ic_blk, s.cin - c)) for c in range(0, s.cin, ic_blk)]
         rows_in = s.rows_in(t.rows)
         pt, pl = s.pad[0], s.pad[1]
-        # weights, packed so each (oc block, ic block) is contiguous
+        # weights, packed so each (group, oc block, ic block) is contiguous
         w = layer.weight.astype(self.dtype)
         blocks, offsets, pos = [], {}, 0
-        for oi, (o0, on) in enumerate(oc_blocks):
-            for ki, (i0, inn) in enumerate(ic_blocks):
-                blk = w[o0:o0 + on] if depthwise else w[o0:o0 + on, i0:i0 + inn]
-                blk = np.ascontiguousarray(blk)
-                offsets[oi, ki] = (pos, blk.size)
-                blocks.append(blk.reshape(-1))
-                pos += blk.size
+        for g in range(s.groups):
+            wg = w[g * s.cout:(g + 1) * s.cout]
+            for oi, (o0, on) in enumerate(oc_blocks):
+                for ki, (i0, inn) in enumerate(ic_blocks):
+                    blk = wg[o0:o0 + on] if depthwise else wg[o0:o0 + on, i0:i0 + inn]
+                    blk = np.ascontiguousarray(blk)
+                    offsets[g, oi, ki] = (pos, blk.size)
+                    blocks.append(blk.reshape(-1))
+                    pos += blk.size
         wt = b.constant(f"w{index}", np.concatenate(blocks))
         addr = self.layout([("bias", need["bias"], False),
                             ("weights", need["w"] if t.resident else need["w"] // 2,
@@ -238,7 +276,7 @@ class Emitter:
                             ("output tiles", need["out"] // 2, True),
                             ("residual tiles", need["res"] // 2, True)])
         bias_addr = addr.get("bias")
-        channel_params = self._channel_params(index, layer, s.cout)
+        channel_params = self._channel_params(index, layer, s.cout * s.groups)
         w_bufs = (addr["weights"],) if t.resident else addr["weights"]
         in_bufs, acc, out_bufs = addr["input tiles"], addr["accumulators"], addr["output tiles"]
         res_bufs = addr.get("residual tiles")
@@ -256,7 +294,11 @@ class Emitter:
         zero = self.zeros(s.w)
         steps: list[Step] = []
         tile_no = 0
-        for oi, (o0, on) in enumerate(oc_blocks):
+        # one job per (image, group); tensors are read as [N*C][H][W]
+        jobs = [(n * s.cin * s.groups + g * s.cin, n * s.cout * s.groups + g * s.cout,
+                 g * s.cout, g) for n in range(s.batch) for g in range(s.groups)]
+        for (x_base, y_base, p_base, g), (oi, (o0, on)) in (
+                (job, blk) for job in jobs for blk in enumerate(oc_blocks)):
             for r0 in range(0, s.hout, t.rows):
                 valid = min(t.rows, s.hout - r0)
                 obuf = out_bufs[tile_no % 2]
@@ -265,11 +307,11 @@ class Emitter:
                     sbuf = len(steps) % 2
                     ibuf = in_bufs[sbuf]
                     chans = on if depthwise else inn
-                    c0 = o0 if depthwise else i0
+                    c0 = x_base + (o0 if depthwise else i0)
                     top = r0 * s.sh - pt
                     step.loads.append(self._input_rows(x_t, zero, ibuf, c0, chans, top, rows_in,
                                                        s, pl))
-                    w_off, w_len = offsets[oi, ki]
+                    w_off, w_len = offsets[g, oi, ki]
                     if t.resident:
                         waddr = w_bufs[0] + w_off * self.elem
                     else:
@@ -280,8 +322,9 @@ class Emitter:
                     rbuf = None
                     if last and res_bufs is not None:
                         rbuf = res_bufs[tile_no % 2]
-                        step.loads.append(self._tile_rows(b.dma_load, r_t, rbuf, o0, on, r0,
-                                                          valid, t.rows, s.hout, s.wout))
+                        step.loads.append(self._tile_rows(b.dma_load, r_t, rbuf, y_base + o0,
+                                                          on, r0, valid, t.rows, s.hout,
+                                                          s.wout))
                     acc_first = ki == 0
                     if depthwise:
                         step.compute.append(lambda ibuf=ibuf, waddr=waddr, on=on:
@@ -296,11 +339,12 @@ class Emitter:
                                                    (s.dh, s.dw), dtype=self.dtype,
                                                    accumulate=not first))
                     if last:
-                        step.compute.append(self._epilogue_step(layer, acc, obuf, o0, on,
-                                                                t.rows * s.wout, bias_addr,
-                                                                s.cout, False, rbuf))
-                        step.store.append(self._tile_rows(b.dma_store, y_t, obuf, o0, on, r0,
-                                                          valid, t.rows, s.hout, s.wout))
+                        step.compute.append(self._epilogue_step(layer, acc, obuf, p_base + o0,
+                                                                on, t.rows * s.wout, bias_addr,
+                                                                s.cout * s.groups, False, rbuf))
+                        step.store.append(self._tile_rows(b.dma_store, y_t, obuf, y_base + o0,
+                                                          on, r0, valid, t.rows, s.hout,
+                                                          s.wout))
                     steps.append(step)
                 tile_no += 1
         steps[0].loads = pre + steps[0].loads
@@ -510,23 +554,26 @@ class Emitter:
                 yield r0, min(row_blk, rows - r0), c0, min(col_blk, cols - c0), row_blk, col_blk
 
     def _eltwise(self, index: int, layer: Layer) -> None:
-        plan = broadcast_mode(layer.output.shape, layer.attrs["b_shape"])
-        if plan is None:
-            raise BuildError(f"NPU compiler: element-wise broadcast of {layer.attrs['b_shape']} "
-                             f"to {layer.output.shape} has no ELTWISE form")
-        mode, rows, cols = plan
+        x, y = layer.inputs
+        out = tuple(layer.output.shape)
         op = layer.attrs["op"]
-        negate = op == "subtract" and layer.attrs["swapped"]
-        if negate:
-            op = "add"  # c - x  ==  (-x) + c
+        # ELTWISE broadcasts its second operand per channel, per pixel or as a scalar: use
+        # that when one operand has the output's shape (c - x runs as (-x) + c).
+        for full, other, swapped in ((x, y, False), (y, x, True)):
+            if tuple(full.shape) == out:
+                plan = broadcast_mode(out, other.shape)
+                if plan is not None:
+                    self._eltwise_modes(index, layer, full, other, plan,
+                                        negate=swapped and op == "subtract")
+                    return
+        self._eltwise_boxes(index, layer)
+
+    def _eltwise_modes(self, index: int, layer: Layer, full: Value, other: Value, plan,
+                       negate: bool) -> None:
+        mode, rows, cols = plan
+        op = "add" if negate else layer.attrs["op"]  # c - x  ==  (-x) + c
         b = self.b
-        a_t = self.tid(layer.inputs[0])
-        if layer.weight is not None:
-            bconst = layer.weight.astype(np.float16).reshape(-1)
-            b_t = b.constant(f"k{index}", bconst)
-        else:
-            b_t = self.tid(layer.inputs[1])
-        y_t = self.tid(layer.output)
+        a_t, b_t, y_t = self.tid(full), self.tid(other), self.tid(layer.output)
         tiles = list(self._elementwise_tiles(rows, cols, 3))
         _, _, _, _, row_blk, col_blk = tiles[0]
         b_elems = {"none": row_blk * col_blk, "channel": row_blk, "pixel": col_blk,
@@ -556,7 +603,7 @@ class Emitter:
                 loads.append(lambda bb_=bb_, c0=c0, cn=cn: b.dma_load(b_t, bb_, (cn,), (1,),
                                                                       (1,), c0))
             else:
-                loads.append(lambda bb_=bb_: b.dma_load(b_t, bb_, (1,)))
+                loads.append(lambda bb_=bb_: b.dma_load(b_t, bb_, (1,), (1,), (1,), 0))
 
             def compute(ab=ab, bb_=bb_, ob=ob, rn=rn, cn=cn):
                 src = ab
@@ -568,6 +615,51 @@ class Emitter:
             steps.append(Step(loads=loads, compute=[compute], store=[
                 lambda ob=ob, r0=r0, rn=rn, c0=c0, cn=cn: b.dma_store(
                     y_t, ob, (rn, cn), (cols, 1), (cn, 1), r0 * cols + c0)]))
+        self.pipeline(steps)
+
+    def _eltwise_boxes(self, index: int, layer: Layer) -> None:
+        """Any broadcast of both operands: each tile's operands are DMA boxes with stride 0
+        along the dimensions they broadcast, so ELTWISE sees two dense tiles."""
+        x, y = layer.inputs
+        plan = broadcast_box(layer.output.shape, x.shape, y.shape)
+        if plan is None:
+            raise BuildError(f"element-wise broadcast of {x.shape} and {y.shape} to "
+                             f"{layer.output.shape} needs more than 4 DMA box dimensions")
+        dims, (sx, sy) = plan
+        out_strides = _dense_strides(dims)
+        budget = max(1, (self.spec.hardware["sram_bytes"] // 6 - T.ALIGN) // self.elem)
+        split = 0
+        while split < len(dims) - 1 and int(np.prod(dims[split + 1:])) > budget:
+            split += 1
+        inner = int(np.prod(dims[split + 1:]))
+        chunk = max(1, min(dims[split], budget // inner))
+        tile = chunk * inner
+        b = self.b
+        x_t, y_t, o_t = self.tid(x), self.tid(y), self.tid(layer.output)
+        addr = self.layout([("a tiles", tile * self.elem, True), ("b tiles", tile * self.elem,
+                                                                  True),
+                            ("output tiles", tile * self.elem, True)])
+        steps = []
+        for j, (outer, c0) in enumerate((o, c) for o in np.ndindex(*dims[:split])
+                                        for c in range(0, dims[split], chunk)):
+            cn = min(chunk, dims[split] - c0)
+            box = (cn,) + tuple(dims[split + 1:])
+            dense = _dense_strides(box)
+
+            def offset(strides, outer=outer, c0=c0):
+                return sum(i * st for i, st in zip(outer, strides)) + c0 * strides[split]
+
+            ab, bb_, ob = (addr[k][j % 2] for k in ("a tiles", "b tiles", "output tiles"))
+            n = cn * inner
+            steps.append(Step(
+                loads=[lambda ab=ab, box=box, dense=dense, o=offset(sx):
+                       b.dma_load(x_t, ab, box, sx[split:], dense, o),
+                       lambda bb_=bb_, box=box, dense=dense, o=offset(sy):
+                       b.dma_load(y_t, bb_, box, sy[split:], dense, o)],
+                compute=[lambda ab=ab, bb_=bb_, ob=ob, n=n:
+                         b.eltwise(ab, bb_, ob, 1, n, layer.attrs["op"])],
+                store=[lambda ob=ob, box=box, dense=dense, o=offset(out_strides):
+                       b.dma_store(o_t, ob, box, out_strides[split:], dense, o)]))
         self.pipeline(steps)
 
     def _act(self, index: int, layer: Layer) -> None:
@@ -600,7 +692,7 @@ class Emitter:
         row = out_shape[axis] * inner
         steps = []
         buf_elems = self.spec.hardware["sram_bytes"] // 4 // self.elem
-        bufs = self.layout([("concat", buf_elems * self.elem, True)])["concat"]
+        bufs = self.move_buffers(buf_elems * self.elem, "concat")
         start = 0
         for value in layer.inputs:
             width = value.shape[axis] * inner
@@ -611,7 +703,7 @@ class Emitter:
                 rn = min(rows_blk, outer - r0)
                 for c0 in range(0, width, col_blk):
                     cn = min(col_blk, width - c0)
-                    buf = bufs[len(steps) % 2]
+                    buf = bufs[len(steps) % 3]
                     steps.append(Step(
                         loads=[lambda buf=buf, x_t=x_t, r0=r0, rn=rn, c0=c0, cn=cn, width=width:
                                self.b.dma_load(x_t, buf, (rn, cn), (width, 1), (cn, 1),
@@ -658,6 +750,14 @@ class Emitter:
         steps[0].loads = [lambda: b.dma_load(rh_t, rh_a, (ho * h,)),
                           lambda: b.dma_load(rwt_t, rw_a, (w * wo,))] + steps[0].loads
         self.pipeline(steps)
+
+
+def _dense_strides(dims) -> tuple[int, ...]:
+    strides, acc = [], 1
+    for d in reversed(dims):
+        strides.append(acc)
+        acc *= d
+    return tuple(reversed(strides))
 
 
 def dram_shape(shape) -> tuple[int, ...]:

@@ -14,7 +14,8 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
-from ..rules import ACTIVATIONS, activation_name, is_constant, prim_value, static_shape
+from ..rules import (ACTIVATIONS, activation_name, broadcast_box, is_constant, prim_value,
+                     static_shape)
 
 
 @dataclass(eq=False)
@@ -25,6 +26,7 @@ class Value:
     shape: tuple[int, ...]
     dtype: str = "float16"
     alias_of: "Value | None" = None  # a reshape: the same bytes under another shape
+    data: np.ndarray | None = None   # a constant operand (a concat's learned token, say)
 
     @property
     def size(self) -> int:
@@ -76,6 +78,8 @@ class Graph:
     outputs: list[Value]
     layers: list[Layer]
     dtype: str = "float16"
+    # composites the reader could not turn into layers: (op ids, reason)
+    failures: list = field(default_factory=list)
 
     def macs(self) -> int:
         return sum(layer_macs(layer) for layer in self.layers)
@@ -178,8 +182,21 @@ class _Reader:
         if isinstance(expr, relax.Var):
             if expr not in env:
                 raise BuildError(f"NPU compiler: {expr.name} is not bound")
-            return env[expr]
-        return expr
+            value = env[expr]
+            if not isinstance(value, Value):
+                raise BuildError(f"NPU compiler: {expr.name} is a tuple where a tensor is "
+                                 "expected")
+            return value
+        if is_constant(expr):
+            data = _const(expr)
+            self.count += 1
+            return Value(f"c{self.count}", tuple(data.shape), data=data.astype(np.float32))
+        raise BuildError(f"NPU compiler: cannot read operand {type(expr).__name__}")
+
+    def view(self, value: Value, shape) -> Value:
+        """``value``'s bytes under another shape (a free reshape)."""
+        self.count += 1
+        return Value(f"v{self.count}", tuple(shape), value.dtype, alias_of=value)
 
     def _layer(self, calls, env, pattern, ids) -> Value:
         var, root = calls[0]
@@ -191,7 +208,9 @@ class _Reader:
         if name == "relax.nn.conv2d":
             a = root.attrs
             w = _const(root.args[1]).astype(np.float32)
-            depthwise = int(a.groups) > 1 and int(a.groups) == _shape(root.args[0])[1]
+            # depthwise: one filter per channel (a channel multiplier runs as grouped conv)
+            depthwise = int(a.groups) > 1 and \
+                int(a.groups) == _shape(root.args[0])[1] == out_shape[1]
             layer = Layer("dwconv" if depthwise else "conv", [self.arg(root.args[0], env)],
                           None, weight=w[:, 0] if depthwise else w,
                           attrs={"strides": tuple(int(v) for v in a.strides),
@@ -199,12 +218,37 @@ class _Reader:
                                  "dilation": tuple(int(v) for v in a.dilation),
                                  "groups": int(a.groups)})
         elif name == "relax.matmul":
+            a = self.arg(root.args[0], env)
+            if len(a.shape) == 1:  # a vector: one row
+                a = self.view(a, (1,) + a.shape)
             if is_constant(root.args[1]):
-                layer = Layer("dense", [self.arg(root.args[0], env)], None,
-                              weight=_const(root.args[1]).astype(np.float32))
+                w = _const(root.args[1]).astype(np.float32)
+                if w.ndim == 1:
+                    w = w.reshape(-1, 1)
+                layer = Layer("dense", [a], None, weight=w)
             else:
-                layer = Layer("matmul", [self.arg(root.args[0], env), self.arg(root.args[1], env)],
-                              None)
+                b = self.arg(root.args[1], env)
+                if len(b.shape) == 1:  # a vector: one column
+                    b = self.view(b, b.shape + (1,))
+                layer = Layer("matmul", [a, b], None)
+            # the product's shape with the vectors' unit dims kept; the output drops them
+            batch = np.broadcast_shapes(a.shape[:-2], () if layer.kind == "dense"
+                                        else layer.inputs[1].shape[:-2])
+            n = layer.weight.shape[1] if layer.kind == "dense" else layer.inputs[1].shape[-1]
+            full = tuple(batch) + (a.shape[-2], n)
+            if int(np.prod(full)) != int(np.prod(out_shape)):
+                raise BuildError(f"NPU compiler: matmul output {out_shape} is not {full}")
+            if full != tuple(out_shape):
+                if len(calls) > 1:
+                    raise BuildError("NPU compiler: a fused epilogue after a matrix-vector "
+                                     "product is not supported")
+                layer.output = self.value(full)
+                layer.pattern, layer.op_ids = pattern, ids
+                self.layers.append(layer)
+                out = self.view(layer.output, out_shape)
+                self.layers.append(Layer("reshape", [layer.output], out, pattern=pattern,
+                                         op_ids=ids))
+                return out
         elif name in _POOL_OPS:
             layer = self._pool(root, env)
         elif name in _ELTWISE:
@@ -269,29 +313,16 @@ class _Reader:
             "count_pad": bool(getattr(a, "count_include_pad", False))})
 
     def _eltwise(self, call, env, op) -> Layer:
-        lhs, rhs = call.args[0], call.args[1]
-        out_shape = _shape(call)
-        a_const, b_const = is_constant(lhs), is_constant(rhs)
-        if a_const and b_const:
+        lhs, rhs = (self.arg(a, env) for a in call.args[:2])
+        if lhs.data is not None and rhs.data is not None:
             raise BuildError("NPU compiler: element-wise op of two constants (fold it first)")
-        # ELTWISE broadcasts its second operand: put the full-shape operand first.
-        swap = _shape(lhs) != out_shape
-        first, second = (rhs, lhs) if swap else (lhs, rhs)
-        operands = [first if not is_constant(first) else _const(first),
-                    second if not is_constant(second) else _const(second)]
-        inputs, const = [], None
-        for expr in operands:
-            if isinstance(expr, np.ndarray):
-                const = expr.astype(np.float32)
-            else:
-                inputs.append(self.arg(expr, env))
-        return Layer("eltwise", inputs, None, weight=const,
-                     attrs={"op": op, "swapped": swap, "b_shape": _shape(second)})
+        return Layer("eltwise", [lhs, rhs], None, attrs={"op": op})
 
 
 def from_relax(func: relax.Function, name: str) -> Graph:
     """The layers of one accelerator function (``Codegen`` set by MergeCompositeFunctions)."""
     reader = _Reader(name)
+    failures: list = []
     params = [Value(p.name, _shape(p), "float16") for p in func.params]
     env = dict(zip(func.params, params))
     local: dict = {}
@@ -301,11 +332,20 @@ def from_relax(func: relax.Function, name: str) -> Graph:
             if isinstance(value, relax.Function):
                 local[binding.var] = value
             elif isinstance(value, relax.Call) and value.op in local:
-                args = [reader.arg(a, env) for a in value.args]
-                env[binding.var] = reader.composite(local[value.op], args)
+                composite = local[value.op]
+                try:
+                    args = [reader.arg(a, env) for a in value.args]
+                    env[binding.var] = reader.composite(composite, args)
+                except Exception as err:  # noqa: BLE001 - any failure: this layer can't lower
+                    # Keep reading: every composite that cannot lower is found in one pass,
+                    # and goes back to the host (see pipeline.accelerator_stage).
+                    failures.append((_op_ids(composite), _reason(err)))
+                    env[binding.var] = _placeholder(reader, binding.var)
             elif isinstance(value, relax.Tuple):
-                env[binding.var] = [reader.arg(f, env) for f in value.fields]
-            elif isinstance(value, relax.TupleGetItem):
+                env[binding.var] = [env.get(f, f) if isinstance(f, relax.Var) else
+                                    reader.arg(f, env) for f in value.fields]
+            elif isinstance(value, relax.TupleGetItem) and \
+                    isinstance(env.get(value.tuple_value), list):
                 env[binding.var] = env[value.tuple_value][value.index]
             elif isinstance(value, relax.Var):
                 env[binding.var] = env[value]
@@ -315,15 +355,22 @@ def from_relax(func: relax.Function, name: str) -> Graph:
     result = env[body] if isinstance(body, relax.Var) else \
         [reader.arg(f, env) for f in body.fields]
     outputs = result if isinstance(result, list) else [result]
-    return Graph(name, params, outputs, reader.layers)
+    graph = Graph(name, params, outputs, reader.layers)
+    graph.failures = failures
+    return graph
 
 
-def eltwise_plan(layer: Layer):
-    """``(mode, rows, cols)`` of an eltwise layer (see ``broadcast_mode``)."""
-    a_shape = layer.inputs[0].shape
-    b_shape = layer.attrs["b_shape"]
-    return broadcast_mode(a_shape, b_shape)
+def _reason(err: Exception) -> str:
+    text = str(err).removeprefix("NPU compiler: ")
+    return text if isinstance(err, BuildError) else f"{type(err).__name__}: {text}"
 
+
+def _placeholder(reader: "_Reader", var):
+    """A stand-in for a composite's result that could not be read (same shape)."""
+    ty = var.ty
+    if isinstance(ty, relax.TupleType):
+        return [reader.value(static_shape(f) or (1,)) for f in ty.fields]
+    return reader.value(static_shape(ty) or (1,))
 
 
 TUNABLE = ("conv", "dwconv", "dense", "matmul")
@@ -340,7 +387,7 @@ def layer_signature(layer: Layer) -> str:
             "weight": list(layer.weight.shape) if layer.weight is not None else None,
             "bias": layer.bias is not None, "residual": layer.residual is not None,
             "attrs": {k: list(v) if isinstance(v, tuple) else v
-                      for k, v in sorted(layer.attrs.items()) if k not in ("swapped",)}}
+                      for k, v in sorted(layer.attrs.items())}}
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:24]
 
 

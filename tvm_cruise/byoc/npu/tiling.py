@@ -75,6 +75,12 @@ class ConvShape:
     bias: bool
     elem: int = 2            # bytes per activation/weight: 2 fp16, 1 int8
     dtype: str = "float16"
+    groups: int = 1          # grouped conv: cin and cout above are per group
+    batch: int = 1           # images: every group of every image is one job
+
+    @property
+    def jobs(self) -> int:
+        return self.groups * self.batch
 
     @property
     def wp(self) -> int:
@@ -87,7 +93,8 @@ class ConvShape:
 def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
     ic = t.oc if s.depthwise else t.ic
     w_block = (t.oc * s.kh * s.kw if s.depthwise else t.oc * ic * s.kh * s.kw) * s.elem
-    w_all = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem
+    w_all = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem \
+        * s.groups
     tile = t.oc * t.rows * s.wout
     per_channel = (3 if s.dtype == "int8" else 1) * ACC  # bias (+ multiplier, shift)
     need = {
@@ -96,7 +103,7 @@ def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
         "acc": _a(tile * ACC),
         "out": 2 * _a(tile * s.elem),
         "res": 2 * _a(tile * s.elem) if s.residual else 0,
-        "bias": _a(s.cout * per_channel) if (s.bias or s.dtype == "int8") else 0,
+        "bias": _a(s.cout * s.groups * per_channel) if (s.bias or s.dtype == "int8") else 0,
     }
     return need
 
@@ -112,13 +119,15 @@ def conv_cost(spec: AcceleratorSpec, s: ConvShape, t: Tiling) -> float:
     n_ic = 1 if s.depthwise else math.ceil(s.cin / ic)
     red = s.kh * s.kw if s.depthwise else ic * s.kh * s.kw
     passes = math.ceil(red / rows_arr) * math.ceil(t.oc / cols)
-    conv = n_oc * n_rows * n_ic * (passes * t.rows * s.wout * rate + hw["mac_pipeline_cycles"])
-    epi = n_oc * n_rows * math.ceil(t.oc * t.rows * s.wout / hw["vector_lanes"])
-    in_bytes = n_oc * n_rows * n_ic * ic * s.rows_in(t.rows) * s.w * s.elem
+    jobs = s.jobs
+    conv = jobs * n_oc * n_rows * n_ic * (passes * t.rows * s.wout * rate
+                                          + hw["mac_pipeline_cycles"])
+    epi = jobs * n_oc * n_rows * math.ceil(t.oc * t.rows * s.wout / hw["vector_lanes"])
+    in_bytes = jobs * n_oc * n_rows * n_ic * ic * s.rows_in(t.rows) * s.w * s.elem
     w_total = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem
-    w_bytes = w_total if t.resident else w_total * n_rows
-    out_bytes = s.cout * s.hout * s.wout * s.elem * (2 if s.residual else 1)
-    steps = n_oc * n_rows * n_ic
+    w_bytes = (w_total if t.resident else w_total * n_rows) * s.groups
+    out_bytes = jobs * s.cout * s.hout * s.wout * s.elem * (2 if s.residual else 1)
+    steps = jobs * n_oc * n_rows * n_ic
     dma = (in_bytes + w_bytes + out_bytes) / hw["dma_bytes_per_cycle"] + \
         hw["dma_setup_cycles"] * steps * 3
     issue = hw["issue_cycles"] * steps * 6
