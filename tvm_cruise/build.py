@@ -16,7 +16,7 @@ from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .byoc.npu.graph import TUNABLE
 from .pipeline import (accelerator_stage, finalize_passes, host_kernels, prepare_passes,
-                       run_passes)
+                       run_passes, verify_stage)
 from .runtime import CompiledModel
 from .schedules.cpu import apply_default_schedules
 from .targets import resolve_target
@@ -26,7 +26,9 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
           name: str | None = None, precision: str = "fp16", allow_fallback: bool = True,
-          check_cuda: bool | None = None, default_schedules: bool = True) -> CompiledModel:
+          check_cuda: bool | None = None, default_schedules: bool = True,
+          verify: bool | str = False, verify_tolerance: float | None = None
+          ) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
     Parameters
@@ -64,6 +66,13 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         (threads over the outer loops, vectorized rows; bit-identical results, see
         ``tvm_cruise.schedules.cpu``). ``False`` keeps TVM's unscheduled, single-threaded
         lowering for them (``--no-default-schedules``).
+    verify
+        Run every offloaded function's NPU program in the simulator and TVM's fp32 host
+        build of the same function on seeded inputs, and report each function whose error
+        is beyond the precision bound (``verify_tolerance``, default 2e-2, or twice the
+        function's fp16 floor measured with TVM's own fp16 build) as a warning;
+        ``"strict"``: a :class:`BuildError`. Results are in ``art.verification``
+        (``tvm-cruise compile`` verifies by default).
     check_cuda
         For CUDA hosts, compile the generated CUDA with ``nvcc`` for ``cuda_arch`` (TVM
         keeps CUDA as source, so this is the only proof it compiles). Default: when nvcc
@@ -81,6 +90,9 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
 
     from .autotune import open_logs
 
+    if verify not in (False, True, "strict"):
+        raise BuildError(f"verify={verify!r}: use False, True (warn) or 'strict' (fail)")
+
     resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
@@ -91,6 +103,10 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         mod = run_passes(imported.mod, prepare_passes())
         mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
                                        records=logs.npu_records)
+        checks = []
+        if verify:
+            checks = verify_stage(stage, resolved.accelerator, strict=verify == "strict",
+                                  tolerance=verify_tolerance, model=imported.name)
         if stage.placement is not None and not allow_fallback and stage.placement.host_ops:
             lines = stage.placement.fallback_lines()
             raise BuildError(
@@ -124,6 +140,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                        "failed_records": failed, "npu_layers": len(npu_layers),
                        "npu_layers_tuned": npu_tuned, "logs": logs.opened,
                        "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
+            "verification": [c.to_dict() for c in checks] if verify else None,
             "extensions": {},
         }
         mod = attach_metadata(mod, metadata)

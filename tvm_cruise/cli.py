@@ -81,7 +81,9 @@ def _cmd_compile(args) -> int:
                 input_shapes=shapes, tuning_logs=args.tuning_logs,
                 shipped_logs=not args.no_shipped_logs, precision=args.precision,
                 allow_fallback=not args.no_fallback,
-                default_schedules=not args.no_default_schedules)
+                default_schedules=not args.no_default_schedules,
+                verify=False if args.no_verify else ("strict" if args.verify_strict else True),
+                verify_tolerance=args.verify_tolerance)
     output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
     art.export_library(output)
     print(art.describe())
@@ -92,6 +94,12 @@ def _cmd_compile(args) -> int:
     if stats is not None:
         print()
         print(stats.table())
+    checks = art.metadata.get("verification")
+    if checks:
+        from .verify import FunctionCheck, table
+
+        print()
+        print(table([FunctionCheck(**c) for c in checks]))
     print(f"wrote {output}")
     return 0
 
@@ -313,6 +321,14 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-default-schedules", action="store_true",
                    help="leave CPU kernels without a tuning record unscheduled "
                         "(TVM's single-threaded lowering) instead of tvm-cruise's default")
+    p.add_argument("--no-verify", action="store_true",
+                   help="skip checking each NPU function (simulated) against TVM's fp32 host "
+                        "build of it on seeded inputs (on by default)")
+    p.add_argument("--verify-strict", action="store_true",
+                   help="fail the build when a function is beyond the precision bound")
+    p.add_argument("--verify-tolerance", type=float, metavar="REL",
+                   help="precision bound, max|npu-fp32|/max|fp32| (default 2e-2, or twice the "
+                        "function's fp16 floor where that is larger)")
     p.add_argument("-o", "--output", help="artifact path (.so or .tar)")
     p.set_defaults(func=_cmd_compile)
 

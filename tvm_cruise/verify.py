@@ -1,0 +1,175 @@
+"""Build-time verification: every offloaded function, simulated, against TVM on the host.
+
+``verify_functions`` runs each NPU program in the simulator and the same Relax function (the
+partitioner's output, before the NPU compiler touched it) as an fp32 host build, on seeded
+inputs, and compares them. To tell fp16 rounding from a compiler bug it also builds the
+function with TVM's ``ToMixedPrecision`` (fp16 tensors, fp32 accumulation: the NPU's
+arithmetic, computed by TVM's own lowering): a function is within bounds when its error is
+at most ``tolerance`` or at most twice that fp16 floor. Anything beyond is reported by name
+with the layers it holds; ``strict`` makes it an error.
+
+The figures compare simulated NPU output with host output; no timing is involved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from .byoc.rewrite import substitute
+from .env import logger
+from .errors import BuildError
+
+DEFAULT_TOLERANCE = 2e-2  # max|npu - fp32| / max|fp32| for fp16 arithmetic
+
+
+@dataclass
+class FunctionCheck:
+    function: str        # f0, f1, ... as in the placement report
+    symbol: str          # the partitioner's name for it
+    layers: str          # first .. last source name of the ops it holds
+    error: float         # max|npu - fp32| / max|fp32| over its outputs
+    fp16_floor: float | None  # the same for TVM's fp16 build of the function
+    bound: float
+    ok: bool
+
+    def line(self) -> str:
+        floor = "n/a" if self.fp16_floor is None else f"{self.fp16_floor:.1e}"
+        verdict = "ok" if self.ok else "BEYOND BOUND"
+        return (f"{self.function:>5s}  {self.error:9.2e}  {floor:>9s}  {self.bound:8.1e}  "
+                f"{verdict:12s}  {self.layers}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def inline_composites(func: relax.Function, name: str) -> relax.Function:
+    """``func`` (an offloaded function: local composite functions and calls to them) as one
+    flat Relax function the host can build."""
+    bb = relax.BlockBuilder()
+    params = [relax.Var(p.name, p.ty) for p in func.params]
+    env: dict = dict(zip(func.params, params))
+    local: dict = {}
+    with bb.function(name, params):
+        with bb.dataflow():
+            for block in func.body.blocks:
+                for binding in block.bindings:
+                    value = binding.value
+                    if isinstance(value, relax.Function):
+                        local[binding.var] = value
+                    elif isinstance(value, relax.Call) and value.op in local:
+                        inner = local[value.op]
+                        scope = {p: substitute(a, env) for p, a in zip(inner.params, value.args)}
+                        for inner_block in inner.body.blocks:
+                            for b in inner_block.bindings:
+                                scope[b.var] = bb.emit(substitute(b.value, scope))
+                        env[binding.var] = _bind(bb, substitute(inner.body.body, scope))
+                    else:
+                        env[binding.var] = _bind(bb, substitute(value, env))
+            out = bb.emit_output(substitute(func.body.body, env))
+        bb.emit_func_output(out)
+    return bb.get()[name]
+
+
+def _bind(bb, expr):
+    return expr if isinstance(expr, relax.Var) else bb.emit(expr)
+
+
+def _layers(compiled) -> str:
+    names = [layer for layer in compiled.graph.layers if layer.op_ids]
+    if not names:
+        return ""
+    return f"ops {min(min(layer.op_ids) for layer in names)}..{max(max(layer.op_ids) for layer in names)}"
+
+
+def _host_vm(mod, target):
+    ex = tvm.compile(mod, target=target)
+    return relax.VirtualMachine(ex, tvm.cpu())
+
+
+def _as_list(out) -> list[np.ndarray]:
+    if hasattr(out, "numpy"):
+        return [out.numpy()]
+    return [o.numpy() for o in out]
+
+
+def rel_err(out, ref) -> float:
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    diff = float(np.abs(out - ref).max()) if ref.size else 0.0
+    if not np.isfinite(diff):
+        return float("inf")
+    return diff / scale if scale > 0 else diff
+
+
+def verify_functions(partitioned, functions, compiled, spec, *,
+                     tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
+                     names: dict | None = None) -> list[FunctionCheck]:
+    """Compare every offloaded function's NPU program with TVM's fp32 host build of it.
+
+    Parameters
+    ----------
+    partitioned
+        The partitioned module (``byoc.partition``): ``functions`` are its offloaded
+        functions, ``compiled`` their NPU programs (``npu.compiler.lower``), same order.
+    names
+        ``{function name: "first layer .. last layer"}`` for the report.
+    """
+    from .byoc.npu.simulator import Simulator
+
+    if not functions:
+        return []
+    mod = tvm.IRModule({})
+    for gv in functions:
+        mod[gv.name_hint] = inline_composites(partitioned[gv], gv.name_hint)
+    host = tvm.target.Target("llvm")  # the reference runs here, whatever the build's host
+    fp32 = _host_vm(mod, host)
+    try:
+        fp16 = _host_vm(relax.transform.ToMixedPrecision(out_dtype="float32")(mod), host)
+    except Exception as err:  # noqa: BLE001 - the floor is a diagnostic, not required
+        logger.info("verify: no fp16 floor (TVM's ToMixedPrecision failed: %s)", err)
+        fp16 = None
+    rng = np.random.default_rng(seed)
+    sim = Simulator(spec)
+    checks = []
+    for index, (gv, fn) in enumerate(zip(functions, compiled)):
+        func = mod[gv.name_hint]
+        inputs = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
+                  for p in func.params]
+        ref = _as_list(fp32[gv.name_hint](*[tvm.runtime.tensor(x) for x in inputs]))
+        outs, _ = sim.run(fn.program, [x.astype(np.float16) for x in inputs])
+        error = max(rel_err(o.reshape(r.shape), r) for o, r in zip(outs, ref))
+        floor = None
+        if fp16 is not None:
+            half = _as_list(fp16[gv.name_hint](*[tvm.runtime.tensor(x) for x in inputs]))
+            floor = max(rel_err(h, r) for h, r in zip(half, ref))
+        bound = tolerance if floor is None else max(tolerance, 2 * floor)
+        checks.append(FunctionCheck(f"f{index}", gv.name_hint,
+                                    (names or {}).get(gv.name_hint, _layers(fn)),
+                                    error, floor, bound, bool(error <= bound)))
+    return checks
+
+
+def table(checks: list[FunctionCheck]) -> str:
+    lines = ["verification: each NPU program (simulated) vs TVM's fp32 host build of the same "
+             "function, seeded N(0,1) inputs",
+             "   fn  rel.error  fp16 floor     bound  verdict       layers"]
+    lines += [c.line() for c in checks]
+    return "\n".join(lines)
+
+
+def enforce(checks: list[FunctionCheck], strict: bool, model: str) -> None:
+    """Warn about (strict: refuse) functions beyond their bound."""
+    bad = [c for c in checks if not c.ok]
+    if not bad:
+        return
+    text = (f"{len(bad)} NPU function(s) of {model} differ from the fp32 host build beyond "
+            "the precision bound:\n  " + "\n  ".join(c.line() for c in bad) +
+            "\nFix: keep those layers on the host (precision='fp32' or fewer offloaded ops), "
+            "or report a compiler bug if the error is far above the fp16 floor")
+    if strict:
+        raise BuildError(text)
+    logger.warning(text)
