@@ -241,20 +241,60 @@ def test_concurrent_writers_do_not_corrupt_a_log(tmp_path):
 
 
 # -- NPU tiling search -------------------------------------------------------------------------
-def test_npu_tiling_search_is_reused_and_never_slower(tmp_path):
+def test_npu_tiling_search_picks_the_fastest_and_is_reused(tmp_path, monkeypatch):
+    """The search tries the heuristic's tiling and more, keeps the one with the fewest
+    simulated cycles (a fresh simulation of it agrees), and a build applies it."""
+    from tvm_cruise.autotune import npu as npu_search
+    from tvm_cruise.byoc.npu.graph import layer_signature
+    from tvm_cruise.byoc.npu.tiling import Tiling
+    from tvm_cruise.targets import accelerators
+
+    spec = accelerators()["cruise-npu-lite"]
+    simulate = npu_search.layer_cycles
+    tried = {}  # layer signature -> (layer, [(tiling, cycles) in the order tried])
+
+    def recording(spec_, layer, tiling):
+        cycles = simulate(spec_, layer, tiling)
+        tried.setdefault(layer_signature(layer), (layer, []))[1].append((tiling, cycles))
+        return cycles
+
+    monkeypatch.setattr(npu_search, "layer_cycles", recording)
     lines = []
     report = tune_npu("perception-cnn", "cruise-npu-lite", tmp_path, progress=lines.append)
+    monkeypatch.undo()
     searched = [r for r in report.layers if r["status"] == "searched"]
     assert len(searched) == 5 and report.new_records == 5
-    assert all(r["cycles"] <= r["default_cycles"] for r in searched)
     assert "cycles (simulated)" in lines[0]
+    for r in searched:
+        layer, trials = tried[r["signature"]]
+        default, default_cycles = trials[0]  # the heuristic's, simulated first
+        assert r["default_cycles"] == default_cycles
+        assert r["candidates"] == len(trials) - 1 > 1
+        assert len({cycles for _, cycles in trials}) > 1, r  # the choice matters
+        best = min(cycles for _, cycles in trials)
+        assert r["cycles"] == best
+        chosen = Tiling(**r["tiling"])
+        assert (chosen, best) in trials
+        assert simulate(spec, layer, chosen) == best  # a fresh simulation agrees
     art = tvm_cruise.build("perception-cnn", target="cruise-npu-lite", tuning_logs=tmp_path)
     default = tvm_cruise.build("perception-cnn", target="cruise-npu-lite", tuning_logs=False)
     assert art.metadata["tuning"]["npu_layers_tuned"] == 5
-    assert art.npu_stats().totals["cycles"] <= default.npu_stats().totals["cycles"]
-    tiled = [layer["tiling"] for p in art.metadata["accelerator"]["programs"]
-             for layer in p["layers"] if layer["kind"] == "conv"]
-    assert tiled == [r["tiling"] for r in searched]
+    tuned_layers = [layer for p in art.metadata["accelerator"]["programs"]
+                    for layer in p["layers"] if layer["kind"] == "conv"]
+    default_layers = [layer for p in default.metadata["accelerator"]["programs"]
+                      for layer in p["layers"] if layer["kind"] == "conv"]
+    assert [layer["tiling"] for layer in tuned_layers] == [r["tiling"] for r in searched]
+    assert all(layer["tuned"] for layer in tuned_layers)
+    assert not any(layer["tuned"] for layer in default_layers)
+    # in the whole program, a layer is faster exactly where the search beat the heuristic
+    for r, tuned, plain in zip(searched, tuned_layers, default_layers):
+        if r["cycles"] < r["default_cycles"]:
+            assert tuned["cycles"] < plain["cycles"], r
+        else:
+            assert tuned["tiling"] == plain["tiling"] and tuned["cycles"] == plain["cycles"]
+    gained = any(r["cycles"] < r["default_cycles"] for r in searched)
+    tuned_total, default_total = (a.npu_stats().totals["cycles"] for a in (art, default))
+    assert tuned_total < default_total if gained else tuned_total == default_total
     again = tune_npu("perception-cnn", "cruise-npu-lite", tmp_path, progress=lines.append)
     assert [r["status"] for r in again.layers] == ["skipped"] * 5
 
@@ -355,7 +395,7 @@ def test_bad_rpc_arguments():
 def test_tuning_a_reference_model_covers_every_host_kernel(tmp_path):
     report = tune_host("perception-cnn", "llvm", tmp_path, trials=20,
                        progress=lambda line: None)
-    assert all(t.status == "tuned" for t in report.tasks)
+    assert report.tasks and all(t.status == "tuned" for t in report.tasks)
     art = tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path,
                            shipped_logs=False)
     assert art.metadata["tuning"]["tuned_kernels"] == art.metadata["tuning"]["host_kernels"]
@@ -364,16 +404,29 @@ def test_tuning_a_reference_model_covers_every_host_kernel(tmp_path):
 def test_shipped_npu_records_are_installed_and_current():
     """The repository's tuning_logs/ ship as package data, stamped for today's specs (a
     spec edit must come with re-tuned records: stale ones would warn on every build)."""
+    import ast
+    import glob
     import pathlib
 
     from tvm_cruise.targets import accelerators
 
-    source = pathlib.Path(__file__).resolve().parents[1] / "tuning_logs"
+    root = pathlib.Path(__file__).resolve().parents[1]
+    source = root / "tuning_logs"
     installed = store.shipped_log_dir()
     shipped = sorted(p.relative_to(source) for p in source.rglob("*.jsonl"))
-    assert shipped, "no NPU records shipped"
-    for rel in shipped:
-        assert (installed / rel).read_text() == (source / rel).read_text()
+    stamps = sorted(p.relative_to(source) for p in source.rglob("stamp.json"))
+    assert shipped and len(stamps) == len(shipped), "no NPU records shipped"
+    # setup.py's package_data must take every record and stamp into a wheel (an editable
+    # install reads them in place, so only the patterns show it)
+    (patterns,) = [ast.literal_eval(node.value)["tvm_cruise.tuning_logs"]
+                   for node in ast.walk(ast.parse((root / "setup.py").read_text()))
+                   if isinstance(node, ast.keyword) and node.arg == "package_data"]
+    packaged = {pathlib.Path(p) for pattern in patterns
+                for p in glob.glob(pattern, root_dir=source, recursive=True)}
+    assert set(shipped + stamps) <= packaged, sorted(set(shipped + stamps) - packaged)
+    if installed.resolve() != source.resolve():  # a regular install: copies, up to date
+        for rel in shipped + stamps:
+            assert (installed / rel).read_text() == (source / rel).read_text()
     specs = {s.name: s for s in accelerators().values() if s.source.endswith(".json")}
     for stamp_path in source.glob("npu/*/*/stamp.json"):
         stamp = json.loads(stamp_path.read_text())

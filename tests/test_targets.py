@@ -80,10 +80,33 @@ def test_legacy_string_errors(text, message):
         translate_legacy(text)
 
 
+# LLVM feature names and the /proc/cpuinfo flags of the same x86 instructions
+_X86_FEATURES = {"sse4.2": "sse4_2", "avx": "avx", "avx2": "avx2", "fma": "fma",
+                 "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vnni": "avx512_vnni"}
+
+
 def test_default_host_is_this_machine():
+    import platform
+    from pathlib import Path
+
+    cg = tvm.target.codegen
     cfg = resolve_target("cruise-npu").host_config
     assert cfg == default_host()
-    assert cfg["mcpu"] == str(tvm.target.codegen.llvm_get_system_cpu())
+    # a CPU LLVM knows for this machine's triple, not the "generic" fallback
+    assert cfg["mcpu"] in list(cg.llvm_get_cpu_archlist(tvm.target.Target("llvm")))
+    assert cfg["mcpu"] != "generic"
+    cpuinfo = Path("/proc/cpuinfo")
+    if platform.machine() != "x86_64" or not cpuinfo.exists():
+        return
+    # code built for the default host may use the CPU model's instructions: every one of
+    # them must be one this machine has, as the kernel reports it
+    flags = set(next(line for line in cpuinfo.read_text().splitlines()
+                     if line.startswith("flags")).split(":", 1)[1].split())
+    target = tvm.target.Target(cfg)
+    claimed = [f for f in _X86_FEATURES if cg.llvm_cpu_has_features(f, target)]
+    if "sse4_2" in flags:  # a resolved model, not a baseline like x86-64
+        assert "sse4.2" in claimed, (cfg["mcpu"], claimed)
+    assert [f for f in claimed if _X86_FEATURES[f] not in flags] == [], (cfg["mcpu"], flags)
 
 
 @pytest.mark.parametrize("host", [
@@ -143,10 +166,16 @@ def _spec_dict(**changes):
 
 
 def test_spec_roundtrip_and_hash_is_stable():
+    import hashlib
+    from pathlib import Path
+
     spec = accelerators()["cruise-npu"]
     again = AcceleratorSpec.from_dict(spec.to_dict())
-    assert again == spec and again.spec_hash == spec.spec_hash
-    assert len(spec.spec_hash) == 64
+    assert again is not spec and again == spec and again.spec_hash == spec.spec_hash
+    # the hash is the file's: sha256 of the spec file's JSON in canonical form
+    path = Path(tvm_cruise.targets.__file__).parent / "specs" / "cruise-npu.json"
+    canon = json.dumps(json.loads(path.read_text()), sort_keys=True, separators=(",", ":"))
+    assert spec.spec_hash == hashlib.sha256(canon.encode()).hexdigest()
     assert spec.macs_per_cycle == 32 * 32
     changed = _spec_dict(hardware={**spec.to_dict()["hardware"], "sram_bytes": 1 << 20})
     assert AcceleratorSpec.from_dict(changed).spec_hash != spec.spec_hash

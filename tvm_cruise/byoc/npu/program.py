@@ -8,6 +8,7 @@ instruction runs.
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 from dataclasses import dataclass, field
 
@@ -25,6 +26,11 @@ HEADER_BYTES, TENSOR_BYTES = _HEADER.size, _TENSOR.size
 CONST_ALIGN = 64
 KINDS = ("input", "output", "constant", "scratch")
 MAX_DIM = 1 << 30
+# DRAM limits (docs/npu_isa.md, "Program format"): the NPU addresses 4 GiB of DRAM (32-bit
+# byte addresses); one tensor may take at most a quarter of it. The reader refuses larger
+# declarations before anything is allocated for them.
+DRAM_BYTES = 1 << 32
+MAX_TENSOR_BYTES = DRAM_BYTES // 4
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,7 @@ class TensorDecl:
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)  # exact (np.prod wraps around at 2^63)
 
     @property
     def nbytes(self) -> int:
@@ -137,21 +143,33 @@ class Program:
             raise NpuProgramError(f"{where}: corrupt (content hash mismatch); recompile or "
                                   "re-copy it")
         pos = HEADER_BYTES
-        tensors = []
+        tensors, dram = [], 0
         for i in range(n_tensors):
             kind, code, rank, _, *rest = _TENSOR.unpack_from(data, pos)
             shape, const_offset, const_bytes, tname = rest[:4], rest[4], rest[5], rest[6]
             pos += TENSOR_BYTES
             if kind >= len(KINDS) or code not in isa.DTYPES or not 0 <= rank <= 4:
                 raise NpuProgramError(f"{where}: tensor {i} has an unknown kind, dtype or rank")
-            if any(not 0 < d <= MAX_DIM for d in shape[:rank]):
-                raise NpuProgramError(f"{where}: tensor {i} has an invalid shape {shape[:rank]}")
             try:
                 decoded = tname.rstrip(b"\0").decode()
             except UnicodeDecodeError:
                 raise NpuProgramError(f"{where}: tensor {i} has a corrupt name") from None
+            if any(not 0 < d <= MAX_DIM for d in shape[:rank]):
+                raise NpuProgramError(f"{where}: tensor {i} ({decoded}) has an invalid shape "
+                                      f"{list(shape[:rank])} (each dimension 1 to {MAX_DIM})")
             decl = TensorDecl(decoded, KINDS[kind], str(isa.DTYPES[code]), tuple(shape[:rank]),
                               const_offset, const_bytes)
+            if decl.nbytes > MAX_TENSOR_BYTES:
+                raise NpuProgramError(
+                    f"{where}: tensor {i} ({decoded}) declares {decl.dtype}{list(decl.shape)}, "
+                    f"{decl.nbytes} B: over the limit of {MAX_TENSOR_BYTES} B (1 GiB) for one "
+                    "NPU tensor; the program is corrupt, or the model too large for the NPU")
+            dram += decl.nbytes
+            if dram > DRAM_BYTES:
+                raise NpuProgramError(
+                    f"{where}: tensors 0..{i} declare {dram} B of DRAM, over the {DRAM_BYTES} B "
+                    "(4 GiB) the NPU addresses; the program is corrupt, or the model too large "
+                    "for the NPU")
             if decl.kind == "constant" and (const_bytes != decl.nbytes
                                             or const_offset + const_bytes > n_const):
                 raise NpuProgramError(f"{where}: constant tensor {i} ({decoded}) lies outside "

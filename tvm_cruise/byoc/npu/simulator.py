@@ -220,7 +220,8 @@ class _State:
         return self.sram[addr:addr + nbytes].view(dtype)
 
     def tensor(self, addr, shape, dtype, write=False, what="operand"):
-        return self.view(addr, int(np.prod(shape)), dtype, write, what).reshape(shape)
+        # math.prod: exact (np.prod wraps at 2^63, and a wrapped count passes the bounds check)
+        return self.view(addr, math.prod(shape), dtype, write, what).reshape(shape)
 
     # -- one instruction --------------------------------------------------------------
     def execute(self, index: int, instr: isa.Instruction) -> None:
@@ -371,7 +372,7 @@ class _State:
             raise NpuExecutionError(f"instruction {self.index}: DMA_STORE into constant "
                                     f"tensor {decl.name}")
         dram_box = as_strided(dram_flat, shape=dims, strides=[s * item for s in dstr])
-        nbytes = int(np.prod(dims)) * item
+        nbytes = math.prod(dims) * item
         if load:
             if self.functional:
                 sram_box[...] = dram_box
