@@ -515,7 +515,8 @@ class Emitter:
         return max(1, budget // max(row_bytes, 1))
 
     def _pool(self, index: int, layer: Layer) -> None:
-        _, c, h, w = layer.inputs[0].shape
+        n, c, h, w = layer.inputs[0].shape
+        c *= n  # every (image, channel) plane pools alike: an NCHW tensor is [N*C][H][W]
         # a global mean may drop the reduced axes: (1, C) holds the same values as (1, C, 1, 1)
         hout, wout = layer.output.shape[2:] if len(layer.output.shape) == 4 else (1, 1)
         a = layer.attrs
@@ -716,7 +717,8 @@ class Emitter:
 
     def _resize(self, index: int, layer: Layer) -> None:
         """out_c = Rh @ X_c @ Rw^T per channel: two GEMMs with interpolation matrices."""
-        _, c, h, w = layer.inputs[0].shape
+        n, c, h, w = layer.inputs[0].shape
+        c *= n  # [N*C][H][W] planes
         _, _, ho, wo = layer.output.shape
         a = layer.attrs
         rh = interpolation_matrix(h, ho, a["method"], a["coordinate"], a["rounding"])

@@ -221,7 +221,7 @@ class _Reader:
             a = self.arg(root.args[0], env)
             if len(a.shape) == 1:  # a vector: one row
                 a = self.view(a, (1,) + a.shape)
-            if is_constant(root.args[1]):
+            if is_constant(root.args[1]) and len(_shape(root.args[1])) <= 2:
                 w = _const(root.args[1]).astype(np.float32)
                 if w.ndim == 1:
                     w = w.reshape(-1, 1)
