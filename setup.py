@@ -23,6 +23,11 @@ INSTALL_REQUIRES = [
 ]
 TEST_REQUIRES = [
     "torch==2.13.0",  # an unpinned torch pulls a multi-GB CUDA build
+    # The model corpus (tests/model_corpus.py): public architectures nobody here wrote.
+    # torchvision 0.28 is the release for torch 2.13; its C++ ops do not load beside the
+    # CPU torch, its models do (see model_corpus.import_torchvision).
+    "torchvision==0.28.0",
+    "timm",
     "onnxruntime",
     "pytest",
     "hypothesis",
