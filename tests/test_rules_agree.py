@@ -301,3 +301,30 @@ def test_activations(spec, act, shape):
     rop, top = _ACTS[act]
     _check(spec, graph([shape], lambda e, v: rop(v)), [x],
            lambda: top(torch.tensor(x)).numpy())
+
+
+# -- resize ------------------------------------------------------------------------------------
+# Relax resize2d forms with a PyTorch twin: (method, coordinate mode, rounding) -> interpolate
+_RESIZES = {
+    ("nearest_neighbor", "asymmetric", "floor"): dict(mode="nearest"),
+    ("nearest_neighbor", "half_pixel", "round_prefer_ceil"): dict(mode="nearest-exact"),
+    ("linear", "half_pixel", ""): dict(mode="bilinear", align_corners=False),
+    ("linear", "align_corners", ""): dict(mode="bilinear", align_corners=True),
+}
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@PROFILE
+@given(form=st.sampled_from(sorted(_RESIZES)), scale=st.tuples(st.integers(1, 5),
+                                                                st.integers(1, 5)),
+       shape=st.tuples(st.integers(1, 2), st.integers(1, 6), st.integers(1, 9),
+                       st.integers(1, 9)), seed=st.integers(0, 1000))
+def test_resize_accepted_configurations_lower_and_match(spec, form, scale, shape, seed):
+    method, coord, rounding = form
+    x = _rand(shape, seed)
+    size = (shape[2] * scale[0], shape[3] * scale[1])
+    mod = graph([shape], lambda e, v: relax.op.image.resize2d(
+        v, size, method=method, coordinate_transformation_mode=coord,
+        rounding_method=rounding))
+    _check(spec, mod, [x], lambda: F.interpolate(torch.tensor(x), size=size,
+                                                 **_RESIZES[form]).numpy())

@@ -25,6 +25,13 @@ def _fold_batch_norm(mod, _ctx):
     return forward_tuple_items(fold_batch_norm(mod))
 
 
+@tvm.transform.module_pass(opt_level=0, name="tvm_cruise.SimplifyResize")
+def _simplify_resize(mod, _ctx):
+    from .byoc.fold import simplify_resize
+
+    return simplify_resize(mod)
+
+
 def prepare_passes() -> list:
     """Inference simplifications every build runs first (before any partitioning).
 
@@ -32,6 +39,8 @@ def prepare_passes() -> list:
     so accelerators and the host see the same conv+bias graph.
     """
     return [
+        _simplify_resize,  # first: FoldConstant lowers every resize it meets, and TVM's
+        #                    lowering of some (align_corners to size 1) divides by zero
         relax.transform.FoldConstant(),
         _fold_batch_norm,
         relax.transform.DecomposeOpsForInference(),

@@ -129,3 +129,52 @@ def forward_tuple_items(mod: tvm.IRModule) -> tvm.IRModule:
 
     mod = rebuild_main(mod, rewrite)
     return relax.transform.DeadCodeElimination(["main"])(mod)
+
+
+def simplify_resize(mod: tvm.IRModule) -> tvm.IRModule:
+    """``image.resize2d`` forms TVM mishandles, rewritten to what they mean.
+
+    - Same input and output size (any method, any coordinate mode but tf_crop_and_resize):
+      the identity.
+    - ``align_corners`` with an output size of 1 on either axis: the source coordinate is 0
+      there (ONNX, PyTorch), but TVM's lowering divides by ``out - 1 = 0`` on that axis and
+      fails. Nearest and linear resizes are separable, ``out = Rh @ X @ Rw^T``: they become
+      two matrix products with the interpolation matrices (the NPU's own resize form).
+      A cubic one is refused with a clear error.
+    """
+    from ..errors import BuildError
+    from .npu.resize import interpolation_matrix
+
+    def rewrite(bb, var, value, bound):
+        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)
+                and value.op.name == "relax.image.resize2d"):
+            return None
+        attrs = value.attrs
+        in_shape, out_shape = value.args[0].ty.shape, value.ty.shape
+        if attrs.layout != "NCHW" or in_shape is None or out_shape is None:
+            return None
+        dims = list(in_shape.values)[2:] + list(out_shape.values)[2:]
+        if not all(hasattr(d, "value") for d in dims):
+            return None
+        h, w, ho, wo = (int(d.value) for d in dims)
+        mode, method = str(attrs.coordinate_transformation_mode), str(attrs.method)
+        if (h, w) == (ho, wo) and mode != "tf_crop_and_resize":
+            return value.args[0]
+        if mode != "align_corners" or 1 not in (ho, wo):
+            return None
+        if method not in ("nearest_neighbor", "linear"):
+            raise BuildError(
+                f"resize2d ({method}, align_corners) from {h}x{w} to {ho}x{wo}: TVM cannot "
+                "lower align_corners to an output size of 1. Fix: use another "
+                "coordinate_transformation_mode, or an output size above 1")
+        dtype = str(value.ty.dtype)
+        rh = interpolation_matrix(h, ho, method, mode, str(attrs.rounding_method))
+        rwt = interpolation_matrix(w, wo, method, mode, str(attrs.rounding_method)).T
+        def matmul(a, b):
+            made = relax.op.matmul(a, b)
+            return relax.Call(made.op, made.args, made.attrs, made.ty_args, span=value.span)
+
+        cols = bb.emit(matmul(value.args[0], relax.const(rwt.astype(dtype), dtype)))
+        return matmul(relax.const(rh.astype(dtype), dtype), cols)
+
+    return rebuild_main(mod, rewrite)
