@@ -33,7 +33,8 @@ def _to_numpy(value: Any, info: TensorInfo) -> np.ndarray:
         raise InputMismatchError(
             f"input {info.name!r} has dtype {arr.dtype} but the model expects {info.dtype}; "
             f"fix: convert it (x.astype('{info.dtype}') or tensor.to(torch.{info.dtype}))")
-    return np.ascontiguousarray(arr)
+    # np.ascontiguousarray makes a 0-d array 1-d, which a () parameter refuses.
+    return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
 def _flatten(result) -> list[np.ndarray]:

@@ -150,7 +150,7 @@ def simplify_resize(mod: tvm.IRModule) -> tvm.IRModule:
                 and value.op.name == "relax.image.resize2d"):
             return None
         attrs = value.attrs
-        in_shape, out_shape = value.args[0].ty.shape, value.ty.shape
+        in_shape, out_shape = value.args[0].ty.shape, var.ty.shape  # value: not normalized
         if attrs.layout != "NCHW" or in_shape is None or out_shape is None:
             return None
         dims = list(in_shape.values)[2:] + list(out_shape.values)[2:]
@@ -167,7 +167,7 @@ def simplify_resize(mod: tvm.IRModule) -> tvm.IRModule:
                 f"resize2d ({method}, align_corners) from {h}x{w} to {ho}x{wo}: TVM cannot "
                 "lower align_corners to an output size of 1. Fix: use another "
                 "coordinate_transformation_mode, or an output size above 1")
-        dtype = str(value.ty.dtype)
+        dtype = str(var.ty.dtype)
         rh = interpolation_matrix(h, ho, method, mode, str(attrs.rounding_method))
         rwt = interpolation_matrix(w, wo, method, mode, str(attrs.rounding_method)).T
         def matmul(a, b):
