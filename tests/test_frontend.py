@@ -105,7 +105,7 @@ def test_onnx_shape_mismatch(shapes, message):
 def test_onnx_unsupported_op_is_named():
     with pytest.raises(UnsupportedOpError) as info:
         tvm_cruise.load_model(_onnx_relu([3, 3], op="Det"))
-    assert "ONNX importer cannot convert: Det" in str(info.value)
+    assert "ONNX importer cannot convert: Det (nodes 'det_0')" in str(info.value)
     assert "Fix:" in str(info.value)
 
 

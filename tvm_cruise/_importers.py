@@ -9,6 +9,8 @@ way the user knows it.
 
 from __future__ import annotations
 
+import re
+
 import tvm
 from tvm import relax
 
@@ -147,9 +149,11 @@ def _onnx_importer_class():
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._emit = _SpanningEmit(self.bb)
+            self.current_node: str | None = None  # kept after a failure: it names the node
 
         def _convert_operator(self, op_name, inputs, attrs, opset):
             name = (attrs.get("tvm_custom") or {}).get("name") or op_name
+            self.current_node = str(name)
             self._emit.span = source_span("", str(name))
             try:
                 sym = super()._convert_operator(op_name, inputs, attrs, opset)
@@ -162,12 +166,94 @@ def _onnx_importer_class():
     return SourceNamingImporter
 
 
+_STATIC_FIX = ("fix every input dimension with input_shapes=... so shape computations fold to "
+               "constants; a value that depends on the input data cannot be compiled")
+# Known importer failures: (text in TVM's message, reason, fix). {outputs}: the outputs the
+# model reads; {op}: the op type.
+_ONNX_FAILURES = (
+    ("Missing outputs during conversion",
+     "TVM converts fewer outputs of {op} than the model reads ({outputs})",
+     "export the model so that only the first output is used (e.g. MaxPool without "
+     "return_indices)"),
+    ("cannot handle ShapeExpr inputs",
+     "it takes a shape computed at run time that did not fold to a constant",
+     _STATIC_FIX),
+)
+# TVM's wording when an input it needs at import time is not a constant.
+_NEEDS_CONSTANT = re.compile(r"constant|statically known|[Dd]ynamic")
+
+
+def _onnx_failure(err: Exception, graph, node_name: str | None):
+    """The :class:`ModelLoadError` (or :class:`UnsupportedOpError`) for an importer error."""
+    from .errors import ModelLoadError, UnsupportedOpError
+    from .onnx_prep.graph import used_names
+
+    text = str(err).strip()
+    if type(err).__name__ == "OpNotImplemented":
+        ops = text.split(":", 1)[-1].strip().split(", ")
+        listing = ", ".join(
+            f"{op} (nodes {', '.join(repr(n.name) for n in graph.node if n.op_type == op)})"
+            for op in ops)
+        return UnsupportedOpError(
+            f"the ONNX model uses operators TVM's ONNX importer cannot convert: {listing}. "
+            "Fix: rewrite that part of the model with supported operators, or export it "
+            "differently (e.g. decompose it in the model's forward)")
+    named = re.search(r"Node (\S+) cannot handle", text)  # raised before it converts
+    node_name = named.group(1) if named else node_name
+    node = next((n for n in graph.node if n.name == node_name), None)
+    first = text.splitlines()[0] if text else ""
+    reason = f"TVM's importer failed: {type(err).__name__}: {first}"
+    fix = ("check the node against the ONNX specification; if it is valid, export that part "
+           "of the model differently (another opset, or simpler operators)")
+    for needle, why, how in _ONNX_FAILURES:
+        if needle in text:
+            read = used_names(graph)
+            outputs = [o for o in node.output if o in read] if node is not None else []
+            reason = why.format(op=node.op_type if node is not None else "the node",
+                                outputs=", ".join(outputs) or "?")
+            fix = how
+    if fix.startswith("check the node") and _NEEDS_CONSTANT.search(text):
+        fix = _STATIC_FIX
+    where = (f"ONNX node {node.name!r} ({node.op_type})" if node is not None
+             else f"ONNX node {node_name!r}" if node_name else "the ONNX model")
+    return ModelLoadError(f"{where}: {reason}. Fix: {fix}")
+
+
+def dynamic_origin(mod) -> tuple[str, str] | None:
+    """``(node name, type)`` of the first binding in ``main`` whose tensor shape is not
+    static, as its span names it; None if there is none or it has no span."""
+    func = mod["main"]
+    for block in getattr(func.body, "blocks", []):
+        for binding in block.bindings:
+            ty = binding.var.ty
+            if not isinstance(ty, relax.TensorType):
+                continue
+            if ty.shape is not None and all(hasattr(d, "value") for d in ty.shape.values):
+                continue
+            source = span_source(binding.value)
+            if source is not None:
+                return source[1], str(ty)
+    return None
+
+
 def from_onnx(model, shape_dict, dtype_dict):
-    """Like ``tvm.relax.frontend.onnx.from_onnx``, with source spans."""
+    """Like ``tvm.relax.frontend.onnx.from_onnx``, with source spans.
+
+    Raises :class:`ModelLoadError` naming the ONNX node TVM's importer failed on, the
+    reason and a fix (:class:`UnsupportedOpError` for operators it does not know).
+    """
+    import contextlib
+    import io
+
     opset = 1
     for ident in model.opset_import:
         if str(ident.domain) in ("ai.onnx", ""):
             opset = ident.version
             break
     importer = _onnx_importer_class()(shape_dict, dtype_dict)
-    return importer.from_onnx(model.graph, opset)
+    try:
+        # TVM prints every failing node's inputs to stdout; the error below names the node.
+        with contextlib.redirect_stdout(io.StringIO()):
+            return importer.from_onnx(model.graph, opset)
+    except Exception as err:  # noqa: BLE001 - every importer failure becomes our error
+        raise _onnx_failure(err, model.graph, importer.current_node) from None

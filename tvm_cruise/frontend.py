@@ -208,14 +208,12 @@ def _from_pt2(path: Path, name: str) -> ImportedModel:
 
 
 # --------------------------------------------------------------------------- onnx
-_ONNX_DTYPES = {1: "float32", 10: "float16", 11: "float64", 2: "uint8", 3: "int8",
-                6: "int32", 7: "int64", 9: "bool"}
-
-
 def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
     import onnx
 
-    from ._importers import from_onnx
+    from ._importers import dynamic_origin, from_onnx
+    from .onnx_prep import input_signature, prepare
+    from .onnx_prep.graph import value_dependent_ancestors
 
     try:
         onnx.checker.check_model(proto)
@@ -240,43 +238,32 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
         raise InputMismatchError(
             f"input_shapes names {unknown}, which the ONNX model does not have; its inputs "
             f"are {[i.name for i in graph_inputs]}")
-    shape_dict, dtype_dict = {}, {}
-    for inp in graph_inputs:
-        ttype = inp.type.tensor_type
-        dtype = _ONNX_DTYPES.get(ttype.elem_type)
-        if dtype is None:
-            raise ModelLoadError(f"ONNX input {inp.name!r} has element type {ttype.elem_type}, "
-                                 f"which tvm-cruise does not accept ({sorted(_ONNX_DTYPES.values())})")
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-                for d in ttype.shape.dim]
-        given = input_shapes.get(inp.name)
-        if given is not None:
-            given = [int(v) for v in given]
-            if len(given) != len(dims) or any(
-                    isinstance(d, int) and d != g for d, g in zip(dims, given)):
-                raise InputMismatchError(
-                    f"ONNX input {inp.name!r} has shape {dims} but {given} was given; fix the "
-                    "given shape (only symbolic dimensions may be set)")
-            dims = given
-        symbolic = [d for d in dims if not isinstance(d, int)]
-        if symbolic:
-            raise ModelLoadError(
-                f"ONNX input {inp.name!r} has dynamic dimensions {symbolic} (shape {dims}); the "
-                f"accelerators need static shapes. Fix: input_shapes={{'{inp.name}': "
-                f"{[d if isinstance(d, int) else 1 for d in dims]}}} (CLI: --input-shape "
-                f"{inp.name}={'x'.join(str(d if isinstance(d, int) else 1) for d in dims)})")
-        shape_dict[inp.name] = dims
-        dtype_dict[inp.name] = dtype
+    shape_dict, dtype_dict = input_signature(graph_inputs, input_shapes)
     try:
-        mod = from_onnx(proto, shape_dict, dtype_dict)
-    except Exception as err:
-        text = str(err)
-        if type(err).__name__ == "OpNotImplemented" or "not supported" in text:
-            ops = text.split(":", 1)[-1].strip().split(", ") if ":" in text else []
-            raise _unsupported("ONNX", ops, text) from None
-        raise ModelLoadError(f"TVM could not import the ONNX model: {type(err).__name__}: "
-                             f"{text}") from None
-    return _finish(mod, "onnx", name, [o.name for o in proto.graph.output])
+        proto = prepare(proto, shape_dict)
+    except ModelLoadError:
+        raise
+    except Exception as err:  # a bug here must still say where it happened
+        raise ModelLoadError(
+            f"preparing the ONNX model for TVM failed: {type(err).__name__}: {err}. Fix: "
+            "none on your side; report it with the model") from err
+    mod = from_onnx(proto, shape_dict, dtype_dict)
+    try:
+        return _finish(mod, "onnx", name, [o.name for o in proto.graph.output])
+    except ModelLoadError:
+        origin = dynamic_origin(mod)
+        if origin is None:
+            raise
+        node = next((n for n in proto.graph.node if n.name == origin[0]), None)
+        label = f"{origin[0]!r} ({node.op_type})" if node is not None else repr(origin[0])
+        sources = value_dependent_ancestors(proto.graph, origin[0])
+        why = (f"it depends on {', '.join(sources)}, whose output size depends on tensor "
+               "values" if sources else "e.g. one that depends on tensor values")
+        raise ModelLoadError(
+            f"ONNX node {label}: its output has a shape known only at run time "
+            f"({origin[1]}); {why}; tvm-cruise compiles static shapes. Fix: fix every "
+            "input dimension with input_shapes=...; if they are fixed, replace the "
+            "data-dependent part of the model") from None
 
 
 # --------------------------------------------------------------------------- entry
