@@ -28,6 +28,9 @@ TEST_REQUIRES = [
     # CPU torch, its models do (see model_corpus.import_torchvision).
     "torchvision==0.28.0",
     "timm",
+    # Hugging Face models built from a config (random weights, no download): SegFormer,
+    # DPT, YOLOS, DETR.
+    "transformers==5.24.0",
     "onnxruntime",
     "pytest",
     "hypothesis",

@@ -1,4 +1,5 @@
-"""A corpus of public architectures nobody here wrote: torchvision's and timm's models.
+"""A corpus of public architectures nobody here wrote: torchvision's, timm's and Hugging
+Face transformers' models.
 
 Each entry builds a model with random weights (seeded) whose BatchNorm statistics are
 measured on a seeded calibration batch (realistic: mean != 0, var != 1), on a small input.
@@ -169,6 +170,47 @@ def _timm_features(name, **kw):
     return make
 
 
+def _hf(kind: str):
+    """Hugging Face transformers models from a config (random init, no download), wrapped
+    to return their tensors."""
+    def make():
+        import_torchvision()  # transformers imports timm/torchvision when present
+        import torch
+        import transformers as hf
+
+        if kind == "segformer":
+            inner, pick = hf.SegformerForSemanticSegmentation(hf.SegformerConfig()), ["logits"]
+        elif kind == "yolos":
+            inner = hf.YolosForObjectDetection(hf.YolosConfig(
+                image_size=[64, 64], hidden_size=192, num_hidden_layers=4,
+                num_attention_heads=3, intermediate_size=768, num_detection_tokens=20))
+            pick = ["logits", "pred_boxes"]
+        elif kind == "detr":
+            inner = hf.DetrForObjectDetection(hf.DetrConfig(
+                use_pretrained_backbone=False, backbone="resnet18", num_queries=20,
+                encoder_layers=2, decoder_layers=2))
+            pick = ["logits", "pred_boxes"]
+        else:
+            inner = hf.DPTForDepthEstimation(hf.DPTConfig(
+                hidden_size=192, num_hidden_layers=4, num_attention_heads=3,
+                intermediate_size=768, image_size=64, patch_size=16,
+                backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[24, 48, 96, 192],
+                fusion_hidden_size=64))
+            pick = ["predicted_depth"]
+
+        class Outputs(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.model = inner
+
+            def forward(self, x):
+                out = self.model(pixel_values=x)
+                return tuple(getattr(out, k) for k in pick)
+
+        return Outputs()
+    return make
+
+
 CORPUS: dict[str, Entry] = {e.name: e for e in (
     # convolutional classifiers
     Entry("resnet50", "cnn", "torchvision", _tv("resnet50")),
@@ -213,6 +255,11 @@ CORPUS: dict[str, Entry] = {e.name: e for e in (
     Entry("fcn_resnet50", "segmentation", "torchvision",
           _segmentation("fcn_resnet50", aux_loss=False)),
     Entry("pvt_v2_b0_features", "segmentation", "timm", _timm_features("pvt_v2_b0")),
+    # Hugging Face transformers (config-initialised)
+    Entry("segformer_b0", "segmentation", "transformers", _hf("segformer")),
+    Entry("dpt_small", "segmentation", "transformers", _hf("dpt")),
+    Entry("yolos_small", "detection", "transformers", _hf("yolos")),
+    Entry("detr_resnet18", "detection", "transformers", _hf("detr")),
     Entry("hrnet_w18_small", "segmentation", "timm", _timm_features("hrnet_w18_small")),
 )}
 

@@ -102,6 +102,34 @@ def _torch_importer_class():
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
     class SourceNamingImporter(ExportedProgramImporter):
+        def _div(self, node):
+            """``aten.div`` with a Python scalar operand, typed as PyTorch types it.
+
+            TVM makes the scalar a constant of its own dtype (int32 for ``2``), and Relax
+            refuses ``floor_divide(float32, int32)``: edgenext and DETR positional
+            encodings divide a float tensor by an int. PyTorch promotes the scalar to the
+            tensor's dtype (an integer tensor divided by a float becomes float32).
+            """
+            args = self.retrieve_args(node)
+            lhs, rhs = args[0], args[1]
+            mode = args[2] if len(node.args) > 2 else node.kwargs.get("rounding_mode")
+            tensor = lhs if isinstance(lhs, relax.Expr) else rhs
+            if not (isinstance(tensor, relax.Expr) and isinstance(tensor.ty, relax.TensorType)
+                    and (isinstance(lhs, (int, float)) or isinstance(rhs, (int, float)))):
+                return super()._div(node)
+            bb = self.block_builder
+            dtype = str(tensor.ty.dtype)
+            scalar = rhs if tensor is lhs else lhs
+            if not dtype.startswith(("float", "bfloat")) and (
+                    isinstance(scalar, float) or mode is None):
+                tensor, dtype = bb.emit(relax.op.astype(tensor, "float32")), "float32"
+            const = relax.const(scalar, dtype)
+            a, b = (tensor, const) if scalar is rhs else (const, tensor)
+            if mode == "floor":
+                return bb.emit(relax.op.floor_divide(a, b))
+            out = bb.emit(relax.op.divide(a, b))
+            return bb.emit(relax.op.trunc(out)) if mode == "trunc" else out
+
         def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
             emit = _SpanningEmit(self.block_builder)
             original = dict(self.convert_map)
