@@ -31,6 +31,9 @@ def test_compile_run_inspect_round_trip(tmp_path):
     proc = run_cli("compile", "perception-cnn", "--target", "cruise-npu", "-o", art)
     assert proc.returncode == 0, proc.stderr
     assert f"wrote {art}" in proc.stdout and "target    cruise-npu" in proc.stdout
+    # compile verifies every NPU function against the fp32 host build by default
+    assert "verification: each NPU program (simulated)" in proc.stdout
+    assert "BEYOND BOUND" not in proc.stdout and "all within bound" in proc.stdout
     proc = run_cli("run", art, "--save", tmp_path / "out.npz", "--repeat", "2")
     assert proc.returncode == 0, proc.stderr
     assert "seeded random inputs (seed 0)" in proc.stdout
@@ -48,6 +51,7 @@ def test_compile_run_inspect_round_trip(tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "o2.npz")["relu_4"], first)
     meta = json.loads(run_cli("inspect", art, "--json").stdout)
     assert meta["target"]["name"] == "cruise-npu"
+    assert meta["verification"] and all(c["ok"] for c in meta["verification"])
     assert "input     x: float32[1x3x128x256]" in run_cli("inspect", art).stdout
 
 
@@ -57,9 +61,10 @@ def test_compile_onnx_with_legacy_host_string(tmp_path):
     assert proc.returncode == 0 and onnx_path.is_file(), proc.stderr
     art = tmp_path / "p.so"
     proc = run_cli("compile", onnx_path, "--target", "cruise-npu-lite", "--host",
-                   "llvm -mcpu=x86-64-v3 -num-cores=2", "-o", art)
+                   "llvm -mcpu=x86-64-v3 -num-cores=2", "-o", art, "--no-verify")
     assert proc.returncode == 0, proc.stderr
     assert '"mcpu": "x86-64-v3"' in proc.stdout and "(onnx)" in proc.stdout
+    assert "verification:" not in proc.stdout and "verified" not in proc.stdout
     proc = run_cli("run", art)
     assert proc.returncode == 0 and "y: float32[1, 128, 16, 32]" in proc.stdout, proc.stderr
 

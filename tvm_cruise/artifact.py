@@ -170,6 +170,13 @@ def describe(meta: dict) -> str:
                                 else "")
                      + (f", {tuning['npu_layers_tuned']}/{tuning['npu_layers']} NPU "
                         "layers with searched tiles" if tuning.get("npu_layers") else ""))
+    checks = meta.get("verification")
+    if checks is not None:
+        beyond = [c["function"] for c in checks if not c["ok"]]
+        worst = max((c["error"] for c in checks), default=0.0)
+        lines.append(f"verified  {len(checks)} offloaded functions against the fp32 host build"
+                     f" (worst rel. error {worst:.1e}); "
+                     + (f"BEYOND BOUND: {', '.join(beyond)}" if beyond else "all within bound"))
     return "\n".join(lines)
 
 

@@ -94,12 +94,12 @@ def _cmd_compile(args) -> int:
     if stats is not None:
         print()
         print(stats.table())
-    checks = art.metadata.get("verification")
+    checks = art.verification
     if checks:
-        from .verify import FunctionCheck, table
+        from .verify import table
 
         print()
-        print(table([FunctionCheck(**c) for c in checks]))
+        print(table(checks))
     print(f"wrote {output}")
     return 0
 

@@ -102,6 +102,16 @@ class CompiledModel:
         return from_metadata(self.metadata)
 
     @property
+    def verification(self):
+        """The build-time check of each offloaded function (``build(verify=True)``): a list
+        of ``verify.FunctionCheck`` (simulated NPU output vs the fp32 host build of the same
+        function on seeded inputs); None when the build did not verify."""
+        from .verify import FunctionCheck
+
+        checks = self.metadata.get("verification")
+        return None if checks is None else [FunctionCheck(**c) for c in checks]
+
+    @property
     def is_cuda(self) -> bool:
         return self.metadata["target"]["host_kind"] == "cuda"
 
