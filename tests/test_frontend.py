@@ -182,3 +182,28 @@ def test_unknown_reference_model():
 
     with pytest.raises(tvm_cruise.UnknownModelError, match="the bundled ones are: perception"):
         models.info("mobilenet")
+
+
+class _IntegerArithmetic(torch.nn.Module):
+    """Integer tensors meeting float scalars and true division, as positional encodings and
+    box decoders write them (EdgeNeXt, DETR). TVM's importer gave int64 and truncated
+    values for the first eight; PyTorch computes them in float32."""
+
+    def forward(self, x, s):
+        return (s * 0.5, s + 0.5, s - 1.5, 1.5 * s, torch.rsub(s, 0.5), s / 4, s / (s + 1),
+                7 / (s + 1), torch.exp(s), s.sqrt(),
+                # these stay integer, or float because an operand is
+                s ** 2, torch.div(s, 4, rounding_mode="floor"), s * x,
+                # float tensor divided by Python ints, every rounding mode
+                x / 2, torch.div(x, 3, rounding_mode="floor"),
+                torch.div(x, 2, rounding_mode="trunc"), 2 / (x.abs() + 1))
+
+
+def test_integer_tensors_follow_pytorch_type_promotion():
+    x = torch.randn(2, 5) * 10
+    s = torch.arange(10, dtype=torch.int64).reshape(2, 5)
+    model = _IntegerArithmetic()
+    art = tvm_cruise.build(model, target="llvm", example_inputs=(x, s))
+    for index, (out, ref) in enumerate(zip(art.run(x, s), model(x, s))):
+        assert out.dtype == ref.numpy().dtype, index
+        np.testing.assert_allclose(out, ref.numpy(), rtol=1e-6, atol=1e-6, err_msg=str(index))

@@ -98,6 +98,19 @@ class _SpanningEmit:
         self.builder.normalize = self.original_normalize
 
 
+# aten ops whose integer operands PyTorch computes in float32 with a float scalar (and, for
+# true division, always); see SourceNamingImporter._promoting.
+_FLOAT_PROMOTING = ("add", "add.Scalar", "add.Tensor", "sub", "sub.Scalar", "sub.Tensor",
+                    "rsub.Scalar", "rsub.Tensor", "mul", "mul.Scalar", "mul.Tensor",
+                    "div.Scalar", "div.Tensor", "div.Tensor_mode", "pow.Tensor_Scalar",
+                    "fmod.Scalar", "remainder.Scalar")
+# Unary aten ops with a float result for an integer input.
+_FLOAT_RESULT = tuple(f"{op}.default" for op in (
+    "reciprocal", "sqrt", "rsqrt", "exp", "exp2", "expm1", "log", "log2", "log10", "log1p",
+    "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh",
+    "atanh", "sigmoid", "erf"))
+
+
 def _torch_importer_class():
     from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
 
@@ -129,6 +142,53 @@ def _torch_importer_class():
                 return bb.emit(relax.op.floor_divide(a, b))
             out = bb.emit(relax.op.divide(a, b))
             return bb.emit(relax.op.trunc(out)) if mode == "trunc" else out
+
+        def _promoting(self, convert, key):
+            """``convert`` with PyTorch's promotion to float for integer tensors.
+
+            TVM types a Python scalar like the tensor it meets and divides integers as
+            integers: ``int64_tensor * 0.5``, ``int64_tensor / 4`` and ``7 / int_tensor``
+            come out int64 and truncated, where PyTorch computes them in float32 (its
+            default dtype). Before the op, integer tensor operands are cast to float32 when
+            no operand is a float tensor and a float scalar is involved, or the op is a
+            true division or a unary function with a float result (``reciprocal``, ``exp``,
+            ``sqrt``, ...).
+            """
+            from torch import fx
+
+            true_division = key in ("div.Tensor", "div.Scalar") or key in _FLOAT_RESULT
+
+            def run(node, *rest):
+                operands = node.args[:1] if key in _FLOAT_RESULT else node.args[:2]
+                mode = (node.args[2] if len(node.args) > 2 and key == "div.Tensor_mode"
+                        else node.kwargs.get("rounding_mode"))
+                tensors = [a for a in operands if isinstance(a, fx.Node)]
+                values = [self.env.get(a) for a in tensors]
+                types = [getattr(v, "ty", None) for v in values]
+                if not tensors or not all(isinstance(t, relax.TensorType) for t in types):
+                    return convert(node, *rest)
+                dtypes = [str(t.dtype) for t in types]
+                floats = [d.startswith(("float", "bfloat")) for d in dtypes]
+                float_scalar = any(isinstance(a, float) for a in operands)
+                divides = true_division or (key == "div.Tensor_mode" and mode is None)
+                if any(floats) or not (float_scalar or divides):
+                    return convert(node, *rest)
+                saved = {a: self.env[a] for a in tensors}
+                try:
+                    for a, v in zip(tensors, values):
+                        self.env[a] = self.block_builder.emit(relax.op.astype(v, "float32"))
+                    return convert(node, *rest)
+                finally:
+                    self.env.update(saved)
+
+            return run
+
+        def create_convert_map(self):
+            table = super().create_convert_map()
+            for key in _FLOAT_PROMOTING + _FLOAT_RESULT:
+                if key in table:
+                    table[key] = self._promoting(table[key], key)
+            return table
 
         def _translate_fx_graph(self, graph_module, nodes, inputs_vars, custom_ops=None):
             emit = _SpanningEmit(self.block_builder)
