@@ -187,7 +187,7 @@ def test_unknown_reference_model():
 class _IntegerArithmetic(torch.nn.Module):
     """Integer tensors meeting float scalars and true division, as positional encodings and
     box decoders write them (EdgeNeXt, DETR). TVM's importer gave int64 and truncated
-    values for the first eight; PyTorch computes them in float32."""
+    values for the first ten; PyTorch computes them in float32."""
 
     def forward(self, x, s):
         return (s * 0.5, s + 0.5, s - 1.5, 1.5 * s, torch.rsub(s, 0.5), s / 4, s / (s + 1),
@@ -196,7 +196,10 @@ class _IntegerArithmetic(torch.nn.Module):
                 s ** 2, torch.div(s, 4, rounding_mode="floor"), s * x,
                 # float tensor divided by Python ints, every rounding mode
                 x / 2, torch.div(x, 3, rounding_mode="floor"),
-                torch.div(x, 2, rounding_mode="trunc"), 2 / (x.abs() + 1))
+                torch.div(x, 2, rounding_mode="trunc"), 2 / (x.abs() + 1),
+                # integer clamps: one-sided (TVM crashed on the infinite bound), float bound
+                s.clamp(min=3), s.clamp(max=4), s.clamp(2, 6), s.clamp(min=2.5),
+                torch.clamp_min(s, 1), x.clamp(min=-1))
 
 
 def test_integer_tensors_follow_pytorch_type_promotion():

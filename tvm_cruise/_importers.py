@@ -183,8 +183,46 @@ def _torch_importer_class():
 
             return run
 
+        def _integer_clamp(self, convert, key):
+            """``convert`` for ``clamp`` / ``clamp_min`` / ``clamp_max`` of an integer tensor
+            with Python-number bounds.
+
+            TVM clips with an infinite missing bound, which an integer ``clip`` cannot
+            represent (TVM crashes converting infinity); a float bound makes PyTorch compute
+            in float32. Emitted as ``maximum`` / ``minimum`` with constants of the result
+            dtype instead.
+            """
+            from torch import fx
+
+            def run(node, *rest):
+                args = list(node.args)
+                x = self.env.get(args[0]) if isinstance(args[0], fx.Node) else None
+                ty = getattr(x, "ty", None)
+                if not isinstance(ty, relax.TensorType) or str(ty.dtype).startswith(
+                        ("float", "bfloat")) or str(ty.dtype) == "bool":
+                    return convert(node, *rest)
+                names = {"clamp.default": ("min", "max"), "clamp_min.default": ("min",),
+                         "clamp_max.default": ("max",)}[key]
+                bounds = {name: args[i + 1] if len(args) > i + 1 else node.kwargs.get(name)
+                          for i, name in enumerate(names)}
+                if not all(b is None or isinstance(b, (int, float)) for b in bounds.values()):
+                    return convert(node, *rest)
+                bb, dtype = self.block_builder, str(ty.dtype)
+                if any(isinstance(b, float) for b in bounds.values()):
+                    x, dtype = bb.emit(relax.op.astype(x, "float32")), "float32"
+                if bounds.get("min") is not None:
+                    x = bb.emit(relax.op.maximum(x, relax.const(bounds["min"], dtype)))
+                if bounds.get("max") is not None:
+                    x = bb.emit(relax.op.minimum(x, relax.const(bounds["max"], dtype)))
+                return x
+
+            return run
+
         def create_convert_map(self):
             table = super().create_convert_map()
+            for key in ("clamp.default", "clamp_min.default", "clamp_max.default"):
+                if key in table:
+                    table[key] = self._integer_clamp(table[key], key)
             for key in _FLOAT_PROMOTING + _FLOAT_RESULT:
                 if key in table:
                     table[key] = self._promoting(table[key], key)
