@@ -6,7 +6,10 @@ are bound at import, so there is no ``params``.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
 
 from . import __version__
 from ._compat import installed_version
@@ -15,11 +18,59 @@ from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .byoc.npu.graph import TUNABLE
-from .pipeline import (accelerator_stage, finalize_passes, host_kernels, prepare_passes,
-                       run_passes, verify_stage)
+from .pipeline import (AcceleratorStage, accelerator_stage, finalize_passes, host_kernels,
+                       prepare_passes, run_passes, verify_stage)
 from .runtime import CompiledModel
+from .schedules.cpu import ATTR as DEFAULT_SCHEDULE_ATTR
 from .schedules.cpu import apply_default_schedules
 from .targets import resolve_target
+
+
+@dataclass
+class BuildDetails:
+    """What a build knew beyond its artifact (``tvm_cruise.report`` reads it).
+
+    Only kept inside :func:`capture_details`: it holds Relax modules with their weights.
+    """
+
+    compiled: CompiledModel
+    prepared: Any              # the Relax module after prepare_passes (before partitioning)
+    stage: AcceleratorStage    # partitioned module, offloaded functions, NPU programs
+    host_module: Any           # after the accelerator stage, before host lowering (Relax ops)
+    kernels: dict[str, str]    # host kernel -> "tuned" | "default" | "unscheduled"
+
+
+_CAPTURE: ContextVar[list | None] = ContextVar("tvm_cruise_build_details", default=None)
+
+
+@contextmanager
+def capture_details() -> Iterator[list[BuildDetails]]:
+    """Every :func:`build` inside the block appends its :class:`BuildDetails` to the list.
+
+    >>> with capture_details() as captured:                     # doctest: +SKIP
+    ...     art = build("resnet18", target="cruise-npu-lite")
+    >>> captured[0].kernels                                     # doctest: +SKIP
+    {'cast1': 'default', 'fused_conv2d_cast': 'default'}
+    """
+    captured: list[BuildDetails] = []
+    token = _CAPTURE.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURE.reset(token)
+
+
+def _kernel_kinds(mod) -> dict[str, str]:
+    import tvm
+
+    kinds = {}
+    for gv, func in mod.functions.items():
+        if isinstance(func, tvm.tirx.PrimFunc):
+            attrs = func.attrs if func.attrs is not None else {}
+            kinds[gv.name_hint] = ("tuned" if bool(attrs.get("tirx.is_scheduled", False)) else
+                                   "default" if bool(attrs.get(DEFAULT_SCHEDULE_ATTR, False))
+                                   else "unscheduled")
+    return dict(sorted(kinds.items()))
 
 
 def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
@@ -99,8 +150,10 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     tvm_target = resolved.tvm_target
     logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
 
+    capture = _CAPTURE.get()
     with tvm_target:
         mod = run_passes(imported.mod, prepare_passes())
+        prepared = mod
         mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
                                        records=logs.npu_records)
         checks = []
@@ -113,10 +166,12 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                 f"{len(lines)} ops of {imported.name} would fall back to the host on "
                 f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
                 + "\n  ".join(lines))
+        host_module = mod
         mod, total, tuned, failed = host_kernels(mod, tvm_target, logs.host_db)
         defaulted = 0
         if default_schedules:
             mod, defaulted = apply_default_schedules(mod, tvm_target)
+        kernels = _kernel_kinds(mod) if capture is not None else {}
         npu_layers = [(i, layer) for c in stage.compiled for i, layer in
                       enumerate(c.graph.layers) if layer.kind in TUNABLE]
         npu_tuned = sum(len(c.tuned_layers) for c in stage.compiled)
@@ -154,4 +209,6 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
 
         if check_cuda or (check_cuda is None and cuda.find_nvcc() is not None):
             cuda.compile_check(compiled)
+    if capture is not None:
+        capture.append(BuildDetails(compiled, prepared, stage, host_module, kernels))
     return compiled

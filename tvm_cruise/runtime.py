@@ -158,6 +158,24 @@ class CompiledModel:
             self._vm = relax.VirtualMachine(self._module, self._device())
         return self._vm
 
+    def instrumented_vm(self, instrument):
+        """A new ``relax.VirtualMachine`` of this model with ``instrument`` set
+        (``vm.set_instrument``: called before and after every call the VM makes);
+        ``self.vm`` stays uninstrumented."""
+        from tvm import relax
+
+        vm = relax.VirtualMachine(self._module, self._device())
+        vm.set_instrument(instrument)
+        return vm
+
+    def device_arguments(self, *inputs, **named) -> list:
+        """The inputs, checked against the signature, as TVM tensors on the model's device
+        (what ``vm["main"]`` takes)."""
+        import tvm
+
+        dev = self._device()
+        return [tvm.runtime.tensor(a, dev) for a in self._arguments(inputs, named)]
+
     def _arguments(self, inputs: Sequence[Any], named: dict) -> list[np.ndarray]:
         infos = self.input_info
         if len(inputs) > len(infos):

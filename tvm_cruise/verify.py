@@ -46,9 +46,14 @@ class FunctionCheck:
         return asdict(self)
 
 
-def inline_composites(func: relax.Function, name: str) -> relax.Function:
+def inline_composites(func: relax.Function, name: str,
+                      taps: list | None = None) -> relax.Function:
     """``func`` (an offloaded function: local composite functions and calls to them) as one
-    flat Relax function the host can build."""
+    flat Relax function the host can build.
+
+    ``taps``: a list to receive, per composite (one NPU layer), the op ids it holds; the
+    function then returns ``(result, composite 0's output, composite 1's, ...)``.
+    """
     bb = relax.BlockBuilder()
     params = [relax.Var(p.name, p.ty) for p in func.params]
     env: dict = dict(zip(func.params, params))
@@ -67,11 +72,26 @@ def inline_composites(func: relax.Function, name: str) -> relax.Function:
                             for b in inner_block.bindings:
                                 scope[b.var] = bb.emit(substitute(b.value, scope))
                         env[binding.var] = _bind(bb, substitute(inner.body.body, scope))
+                        if taps is not None and isinstance(env[binding.var].ty,
+                                                           relax.TensorType):
+                            taps.append((_composite_ids(inner), env[binding.var]))
                     else:
                         env[binding.var] = _bind(bb, substitute(value, env))
-            out = bb.emit_output(substitute(func.body.body, env))
+            result = substitute(func.body.body, env)
+            if taps is not None:
+                result = relax.Tuple([result, *(var for _, var in taps)])
+                taps[:] = [ids for ids, _ in taps]
+            out = bb.emit_output(result)
         bb.emit_func_output(out)
     return bb.get()[name]
+
+
+def _composite_ids(func: relax.Function) -> tuple[int, ...]:
+    from .byoc.patterns import OP_IDS_ATTR
+
+    if func.attrs is None or OP_IDS_ATTR not in func.attrs:
+        return ()
+    return tuple(int(i) for i in str(func.attrs[OP_IDS_ATTR]).split(",") if i)
 
 
 def _bind(bb, expr):

@@ -38,13 +38,16 @@ Rewrite = Callable[[relax.BlockBuilder, relax.Var, relax.Expr, dict], "relax.Exp
 
 
 def rebuild_function(func: relax.Function, rewrite: Rewrite,
-                     params: list | None = None) -> relax.Function:
+                     params: list | None = None,
+                     rename: Callable[[relax.Var, relax.Expr], "str | None"] | None = None
+                     ) -> relax.Function:
     """Rebuild ``func``; ``rewrite(bb, var, value, bound)`` may return a replacement value.
 
     ``value`` has its arguments already substituted; ``bound`` maps every new variable to
     the value it was bound to (to look at producers). A returned expression is bound under
-    the old variable's name; returning None keeps ``value``. ``params`` replaces the
-    parameters (same count, e.g. retyped), the body then refers to the new ones.
+    the old variable's name (or ``rename(var, value)`` when that gives one); returning None
+    keeps ``value``. ``params`` replaces the parameters (same count, e.g. retyped), the
+    body then refers to the new ones.
     """
     bb = relax.BlockBuilder()
     params = list(func.params) if params is None else list(params)
@@ -64,8 +67,8 @@ def rebuild_function(func: relax.Function, rewrite: Rewrite,
             if isinstance(value, relax.Var) and not output:
                 env[binding.var] = value  # an alias: the rewrite bound it already
                 continue
-            new_var = (bb.emit_output(value, binding.var.name) if output
-                       else bb.emit(value, binding.var.name))
+            name = (rename(binding.var, value) if rename else None) or binding.var.name
+            new_var = bb.emit_output(value, name) if output else bb.emit(value, name)
             env[binding.var] = new_var
             bound[new_var] = value
 
@@ -86,8 +89,8 @@ def rebuild_function(func: relax.Function, rewrite: Rewrite,
     return new.without_attr("global_symbol")
 
 
-def rebuild_main(mod: tvm.IRModule, rewrite: Rewrite) -> tvm.IRModule:
+def rebuild_main(mod: tvm.IRModule, rewrite: Rewrite, rename=None) -> tvm.IRModule:
     mod = mod.clone() if hasattr(mod, "clone") else mod
     new_mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-    new_mod["main"] = rebuild_function(mod["main"], rewrite)
+    new_mod["main"] = rebuild_function(mod["main"], rewrite, rename=rename)
     return new_mod

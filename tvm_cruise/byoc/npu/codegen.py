@@ -796,4 +796,25 @@ def compile_graph(spec: AcceleratorSpec, graph: Graph, tilings: dict | None = No
     return program, emitter.chosen, emitter.layer_ends
 
 
+def value_tensors(program, graph: Graph) -> dict[int, int]:
+    """``{id(root value): tensor index}`` of a program ``compile_graph`` made from ``graph``:
+    where each input and each layer's output lives in DRAM (the layer-wise accuracy check
+    reads them). Follows ``Emitter._declare``: inputs by name, a layer output that is a
+    graph output in ``out<i>`` (the first output it is), every other one in a scratch
+    tensor named after it."""
+    index = {(t.kind, t.name): i for i, t in enumerate(program.tensors)}
+    found: dict[int, int] = {}
+    for v in graph.inputs:
+        found[id(v.root)] = index[("input", v.name)]
+    produced = {id(layer.output.root) for layer in graph.layers}
+    for i, v in enumerate(graph.outputs):
+        if id(v.root) in produced and id(v.root) not in found:
+            found[id(v.root)] = index[("output", f"out{i}")]
+    for layer in graph.layers:
+        root = layer.output.root
+        if id(root) not in found:
+            found[id(root)] = index[("scratch", root.name)]
+    return found
+
+
 

@@ -148,6 +148,19 @@ class Simulator:
         check and the same cycle count, but no arithmetic (outputs stay zero); what the
         compiler and the tiling search use.
         """
+        return self._execute(program, inputs, functional).finish()
+
+    def run_traced(self, program: Program, inputs
+                   ) -> tuple[list[np.ndarray], RunStats, list[np.ndarray]]:
+        """``run``, plus the DRAM after it: one array per tensor of ``program`` (in its
+        declared shape). Values between layers live in DRAM, so this holds every layer's
+        output (``codegen.value_tensors`` says which tensor holds which value)."""
+        state = self._execute(program, inputs, True)
+        outputs, stats = state.finish()
+        dram = [flat.reshape(t.shape) for flat, t in zip(state.dram, program.tensors)]
+        return outputs, stats, dram
+
+    def _execute(self, program: Program, inputs, functional: bool) -> "_State":
         if program.accelerator != self.spec.name or program.spec_hash != self.spec.spec_hash:
             raise NpuExecutionError(
                 f"program for {program.accelerator} (spec {program.spec_hash[:12]}) cannot run "
@@ -155,7 +168,7 @@ class Simulator:
         state = _State(self, program, inputs, functional)
         for index, instr in enumerate(program.instructions):
             state.execute(index, instr)
-        return state.finish()
+        return state
 
 
 class _State:
