@@ -19,6 +19,7 @@ MODULES = [
     "tvm_cruise.targets.spec", "tvm_cruise.models", "tvm_cruise.models.zoo",
     "tvm_cruise.autotune", "tvm_cruise.autotune.store", "tvm_cruise.byoc",
     "tvm_cruise.relay_ops", "tvm_cruise.schedules", "tvm_cruise.tuning_logs",
+    "tvm_cruise.reporting",
 ]
 
 

@@ -4,6 +4,7 @@
 >>> art = tvm_cruise.build("perception-cnn", target="cruise-npu")     # doctest: +SKIP
 >>> art.export_library("perception.so")                               # doctest: +SKIP
 >>> tvm_cruise.load("perception.so").run(x)                           # doctest: +SKIP
+>>> print(tvm_cruise.report("resnet18", "cruise-npu-lite").table())    # doctest: +SKIP
 
 Importing the package registers its targets (TVM target tags) and Relax pipelines, so
 ``tvm.target.Target("cruise-npu")`` and ``tvm.compile(mod, target="cruise-npu",
@@ -26,6 +27,7 @@ from .errors import (ArtifactError, BuildError, CruiseError, DependencyError,  #
                      UnknownTargetError, UnsupportedOpError)
 from .frontend import ImportedModel, TensorInfo, load_model  # noqa: E402
 from .registration import register, register_accelerator  # noqa: E402
+from .reporting import Report, report  # noqa: E402
 from .runtime import CompiledModel, load  # noqa: E402
 from .targets import list_targets  # noqa: E402
 
@@ -33,8 +35,8 @@ register()
 
 __all__ = [
     "__version__", "build", "load", "load_model", "list_targets", "read_metadata", "register",
-    "register_accelerator",
-    "CompiledModel", "ImportedModel", "TensorInfo",
+    "register_accelerator", "report",
+    "CompiledModel", "ImportedModel", "Report", "TensorInfo",
     "CruiseError", "ArtifactError", "BuildError", "DependencyError", "InputMismatchError",
     "ModelLoadError", "SpecError", "UnknownModelError", "UnknownTargetError",
     "UnsupportedOpError",

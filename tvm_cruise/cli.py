@@ -7,6 +7,8 @@
     tvm-cruise analyze MODEL --target cruise-npu-lite [--json]
     tvm-cruise run model.so [--inputs in.npz] [--save out.npz] [--repeat 20]
     tvm-cruise inspect model.so [--json]
+    tvm-cruise report MODEL --target T [--inputs in.npz] [--json r.json] [--html r.html]
+                      [--min-npu-share 0.9] [--max-rel-error 1e-2]   (exit 1: a gate failed)
     tvm-cruise demo
     tvm-cruise tune MODEL --target T --tuning-logs DIR [--trials N] [--time-budget S]
     tvm-cruise logs list|merge|prune|validate DIR
@@ -157,6 +159,58 @@ def _cmd_run(args) -> int:
     if stats is not None:
         print(stats.table())
     return 0
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(
+            f"--min-npu-share {text!r} must be a share of MACs between 0 and 1 (0.9 = 90%)")
+    return value
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"--max-rel-error {text!r} must be a positive number such as 1e-2")
+    return value
+
+
+def _cmd_report(args) -> int:
+    import time
+
+    from .reporting import report
+
+    start = time.perf_counter()
+
+    def progress(text: str) -> None:
+        if not args.quiet:
+            print(f"tvm-cruise report: [{time.perf_counter() - start:6.1f} s] {text}",
+                  file=sys.stderr, flush=True)
+
+    shapes = dict(args.input_shape) if args.input_shape else None
+    rep = report(args.model, args.target, inputs=args.inputs, input_shapes=shapes,
+                 seed=args.seed, repeat=args.repeat, host=args.host, precision=args.precision,
+                 tuning_logs=args.tuning_logs, top=args.top, progress=progress)
+    gates = rep.gates(min_npu_share=args.min_npu_share, max_rel_error=args.max_rel_error)
+    print(rep.table())
+    for path, text in ((args.json, rep.to_json(gates) if args.json else None),
+                       (args.html, rep.to_html() if args.html else None)):
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    for gate in gates:
+        print(f"gate {gate.name}: {'ok' if gate.ok else 'FAILED'}: {gate.message}")
+    progress(f"done in {time.perf_counter() - start:.1f} s")
+    return 1 if any(not g.ok for g in gates) else 0
 
 
 def _cmd_inspect(args) -> int:
@@ -350,6 +404,31 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=0,
                    help="also measure wall time over this many runs")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("report", help="deployability report: placement, performance (host "
+                       "measured, NPU simulated), accuracy vs the framework, the first layer "
+                       "that goes wrong; JSON, HTML, CI gates")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("-t", "--target", default="cruise-npu", help="see `tvm-cruise targets`")
+    p.add_argument("--inputs", metavar="NPZ", help=".npz with one array per input name "
+                   "(default: seeded N(0,1) inputs, --seed)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeat", type=int, default=5,
+                   help="timed runs after one warm-up (default 5)")
+    p.add_argument("--json", metavar="OUT", help="write the report as JSON (docs/report.md)")
+    p.add_argument("--html", metavar="OUT", help="write the report as one self-contained page")
+    p.add_argument("--min-npu-share", type=_share, metavar="SHARE",
+                   help="gate: exit 1 when less than this share of MACs runs on the "
+                        "accelerator (0.9 = 90%%)")
+    p.add_argument("--max-rel-error", type=_positive, metavar="REL",
+                   help="gate: exit 1 when max|out-ref|/max|ref| vs the framework exceeds "
+                        "this")
+    p.add_argument("--top", type=int, default=10, help="hotspots listed (default 10)")
+    p.add_argument("--host", help="CPU side (as for compile)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--tuning-logs", action="append", metavar="DIR")
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("inspect", help="print an artifact's metadata (no loading needed)")
     p.add_argument("artifact")
