@@ -37,12 +37,31 @@ def _to_numpy(value: Any, info: TensorInfo) -> np.ndarray:
     return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
 
 
-def _flatten(result) -> list[np.ndarray]:
+def flatten_outputs(result) -> list[np.ndarray]:
+    """A VM result (a tensor or nested tuples of them) as a flat list of numpy arrays."""
     if hasattr(result, "numpy"):
         return [result.numpy()]
     out = []
     for item in result:
-        out.extend(_flatten(item))
+        out.extend(flatten_outputs(item))
+    return out
+
+
+_flatten = flatten_outputs
+
+
+def seeded_inputs(infos, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs of ``infos``' shapes and dtypes, by name: N(0, 1) floats, integers in
+    [0, 10), random bools."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for info in infos:
+        if np.issubdtype(np.dtype(info.dtype), np.floating):
+            out[info.name] = rng.standard_normal(info.shape).astype(info.dtype)
+        elif info.dtype == "bool":
+            out[info.name] = rng.integers(0, 2, info.shape).astype(bool)
+        else:
+            out[info.name] = rng.integers(0, 10, info.shape).astype(info.dtype)
     return out
 
 
@@ -117,16 +136,7 @@ class CompiledModel:
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         """Seeded random inputs of the right shapes and dtypes, by input name."""
-        rng = np.random.default_rng(seed)
-        out = {}
-        for info in self.input_info:
-            if np.issubdtype(np.dtype(info.dtype), np.floating):
-                out[info.name] = rng.standard_normal(info.shape).astype(info.dtype)
-            elif info.dtype == "bool":
-                out[info.name] = rng.integers(0, 2, info.shape).astype(bool)
-            else:
-                out[info.name] = rng.integers(0, 10, info.shape).astype(info.dtype)
-        return out
+        return seeded_inputs(self.input_info, seed)
 
     def describe(self) -> str:
         return describe(self.metadata)

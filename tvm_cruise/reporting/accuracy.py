@@ -17,26 +17,13 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from ..errors import InputMismatchError
+from ..runtime import seeded_inputs  # noqa: F401 - the report's seeded inputs
 
 INPUT_FIX = ("save one array per model input under the input's name (numpy.savez(path, "
              "{example}=array)) with the model's shapes and dtypes")
 
 
 # -- inputs ------------------------------------------------------------------------------
-def seeded_inputs(infos, seed: int) -> dict[str, np.ndarray]:
-    """Seeded N(0, 1) floats (integers in [0, 10), random bools) of the model's shapes."""
-    rng = np.random.default_rng(seed)
-    out = {}
-    for info in infos:
-        if np.issubdtype(np.dtype(info.dtype), np.floating):
-            out[info.name] = rng.standard_normal(info.shape).astype(info.dtype)
-        elif info.dtype == "bool":
-            out[info.name] = rng.integers(0, 2, info.shape).astype(bool)
-        else:
-            out[info.name] = rng.integers(0, 10, info.shape).astype(info.dtype)
-    return out
-
-
 def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:

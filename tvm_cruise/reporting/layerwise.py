@@ -32,6 +32,7 @@ from ..byoc.npu.codegen import value_tensors
 from ..byoc.npu.program import HEADER_BYTES
 from ..env import logger
 from ..errors import BuildError
+from ..runtime import flatten_outputs
 from ..verify import DEFAULT_TOLERANCE, inline_composites, rel_err
 
 METHOD = ("each NPU function, during one run of the model, on the real activations that "
@@ -89,13 +90,6 @@ def _host_vm(mod):
     return relax.VirtualMachine(relax.build(mod, target, relax_pipeline=None), tvm.cpu())
 
 
-def _flatten(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    items = []
-    for item in out:
-        items.extend(_flatten(item))
-    return items
 
 
 class LayerwiseCheck:
@@ -175,7 +169,7 @@ class LayerwiseCheck:
         for x, p in zip(inputs, func.params):
             shape = [int(d) for d in p.ty.shape.values]
             host_in.append(tvm.runtime.tensor(x.reshape(shape).astype(str(p.ty.dtype))))
-        ref = _flatten(self.fp32[name](*host_in))
+        ref = flatten_outputs(self.fp32[name](*host_in))
         n_out = len(npu_out)
         error = max(rel_err(o.reshape(r.shape), r) for o, r in zip(npu_out, ref[:n_out]))
         sim_out, _, dram = self.simulator.run_traced(compiled.program, inputs)
@@ -197,7 +191,7 @@ class LayerwiseCheck:
         vm = self.fp16
         if vm is None:
             return
-        half = _flatten(vm[name](*host_in))
+        half = flatten_outputs(vm[name](*host_in))
         check.fp16_floor = max(rel_err(h, r) for h, r in zip(half[:n_out], ref[:n_out]))
         check.bound = self._bound(check.fp16_floor)
         check.ok = bool(check.error <= check.bound)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..errors import BuildError
+from ..runtime import flatten_outputs
 from ..verify import DEFAULT_TOLERANCE
 
 SCHEMA = "tvm-cruise-report/1"
@@ -363,7 +364,7 @@ def _accuracy(model, imported, art, details, resolved, data_in, names, tolerance
         labels, _ = _function_labels(art.placement)
         check = layerwise.LayerwiseCheck(stage, resolved.accelerator, names, labels, tolerance)
         vm = art.instrumented_vm(check)
-        outs = _flatten(vm["main"](*art.device_arguments(**data_in)))
+        outs = flatten_outputs(vm["main"](*art.device_arguments(**data_in)))
     else:
         outs = art.run(**data_in)
         outs = outs if isinstance(outs, list) else [outs]
@@ -383,13 +384,6 @@ def _accuracy(model, imported, art, details, resolved, data_in, names, tolerance
     return section
 
 
-def _flatten(out) -> list[np.ndarray]:
-    if hasattr(out, "numpy"):
-        return [out.numpy()]
-    items = []
-    for item in out:
-        items.extend(_flatten(item))
-    return items
 
 
 def _verdict(doc: dict) -> dict:
