@@ -49,6 +49,8 @@ def test_every_offloaded_function_is_checked_and_named():
         assert check.fp16_floor is not None and check.fp16_floor < 1e-2
     # first .. last source layer of each function (f1 opens with the host conv's bias add)
     assert checks[0].layers == "a .. relu" and checks[1].layers.endswith(".. relu_1")
+    # the spec's clock, not cycles over a rounded time (gave 800.033 MHz)
+    assert art.npu_stats().clock_mhz == 800
     assert "verified  2 offloaded functions" in art.describe()
     assert "all within bound" in art.describe()
 

@@ -56,6 +56,8 @@ def from_metadata(meta: dict) -> NpuStats | None:
     acc = meta.get("accelerator") or {}
     if not acc.get("programs"):
         return None
-    clock = acc["programs"][0]["stats"]["cycles"] / acc["programs"][0]["stats"]["time_us"] \
-        if acc["programs"][0]["stats"]["time_us"] else 1.0
-    return NpuStats(acc["accelerator"], round(clock, 3), acc["programs"], acc.get("totals", {}))
+    stats = acc["programs"][0]["stats"]
+    clock = stats.get("clock_mhz")
+    if clock is None:  # artifacts before the clock was recorded: from the rounded time
+        clock = round(stats["cycles"] / stats["time_us"], 3) if stats["time_us"] else 1.0
+    return NpuStats(acc["accelerator"], float(clock), acc["programs"], acc.get("totals", {}))

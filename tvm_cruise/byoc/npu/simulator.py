@@ -61,7 +61,8 @@ class RunStats:
 
     def to_dict(self) -> dict:
         return {"accelerator": self.accelerator, "simulated": True, "cycles": self.cycles,
-                "time_us": round(self.time_us, 3), "macs": self.macs,
+                "time_us": round(self.time_us, 3), "clock_mhz": self.clock_mhz,
+                "macs": self.macs,
                 "macs_per_cycle": self.macs_per_cycle,
                 "utilization": round(self.utilization, 6),
                 "dma_bytes_loaded": self.dma_bytes_loaded,
