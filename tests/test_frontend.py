@@ -210,3 +210,22 @@ def test_integer_tensors_follow_pytorch_type_promotion():
     for index, (out, ref) in enumerate(zip(art.run(x, s), model(x, s))):
         assert out.dtype == ref.numpy().dtype, index
         np.testing.assert_allclose(out, ref.numpy(), rtol=1e-6, atol=1e-6, err_msg=str(index))
+
+
+def test_onnx_inputs_keep_the_names_the_model_gives_them(tmp_path):
+    # TVM's ONNX importer renames "input.1" to "input_1"; users pass the model's names
+    x = helper.make_tensor_value_info("input.1", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("out.0", TensorProto.FLOAT, [1, 4])
+    graph_ = helper.make_graph([helper.make_node("Relu", ["input.1"], ["out.0"])], "g", [x], [y])
+    model = helper.make_model(graph_, opset_imports=[helper.make_opsetid("", 17)])
+    art = tvm_cruise.build(model, target="llvm")
+    assert [i.name for i in art.input_info] == ["input.1"]
+    a = np.array([[-1, 2, -3, 4]], np.float32)
+    np.testing.assert_array_equal(art.run(**{"input.1": a}), np.maximum(a, 0))
+    np.savez(tmp_path / "in.npz", **{"input.1": a})
+    from conftest import run_cli
+
+    path = art.export_library(tmp_path / "m.so")
+    proc = run_cli("run", path, "--inputs", tmp_path / "in.npz", "--save", tmp_path / "o.npz")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o.npz")["out.0"], np.maximum(a, 0))

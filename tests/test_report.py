@@ -308,8 +308,7 @@ def test_onnx_model_is_compared_with_onnx_runtime():
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype("float32"), "w")
     b = numpy_helper.from_array(rng.standard_normal(8).astype("float32"), "b")
-    # an exporter's input name, which TVM's importer renames (input_1): data keyed by the
-    # ONNX name is accepted
+    # an exporter's input name (TVM's importer renames it input_1; tvm-cruise keeps it)
     nodes = [helper.make_node("Conv", ["input.1", "w", "b"], ["c"], pads=[1, 1, 1, 1],
                               name="conv"),
              helper.make_node("Relu", ["c"], ["y"], name="relu")]
@@ -319,10 +318,9 @@ def test_onnx_model_is_compared_with_onnx_runtime():
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])], [w, b]),
         opset_imports=[helper.make_opsetid("", 17)])
     data = {"input.1": rng.standard_normal((1, 3, 8, 8)).astype("float32")}
-    with pytest.warns(UserWarning, match="Renaming name input.1"):
-        rep = tvm_cruise.report(onnx.shape_inference.infer_shapes(proto), "cruise-npu-lite",
-                                inputs=data, repeat=1)
-    assert rep.data["model"]["inputs"][0]["name"] == "input_1"
+    rep = tvm_cruise.report(onnx.shape_inference.infer_shapes(proto), "cruise-npu-lite",
+                            inputs=data, repeat=1)
+    assert rep.data["model"]["inputs"][0]["name"] == "input.1"
     assert rep.data["inputs"]["source"] == "user"
     acc = rep.accuracy
     assert acc["reference_kind"] == "onnxruntime" and acc["reference"].startswith("ONNX Runtime")

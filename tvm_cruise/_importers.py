@@ -370,6 +370,7 @@ def from_onnx(model, shape_dict, dtype_dict):
     """
     import contextlib
     import io
+    import warnings
 
     opset = 1
     for ident in model.opset_import:
@@ -379,7 +380,10 @@ def from_onnx(model, shape_dict, dtype_dict):
     importer = _onnx_importer_class()(shape_dict, dtype_dict)
     try:
         # TVM prints every failing node's inputs to stdout; the error below names the node.
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            # TVM renames inputs such as "input.1" and warns; the artifact keeps the
+            # model's names (frontend._finish), so the warning would only mislead
+            warnings.filterwarnings("ignore", message="Renaming name ")
             return importer.from_onnx(model.graph, opset)
     except Exception as err:  # noqa: BLE001 - every importer failure becomes our error
         raise _onnx_failure(err, model.graph, importer.current_node) from None

@@ -116,7 +116,8 @@ def _main(mod):
     return func
 
 
-def _finish(mod, source_format: str, name: str, output_names=None) -> ImportedModel:
+def _finish(mod, source_format: str, name: str, output_names=None,
+            input_names=None) -> ImportedModel:
     from tvm import relax
 
     func = _main(mod)
@@ -131,6 +132,10 @@ def _finish(mod, source_format: str, name: str, output_names=None) -> ImportedMo
             )
     mod = relax.transform.FoldConstant()(mod)
     inputs, outputs = signature_of(mod, output_names)
+    if input_names is not None and len(input_names) == len(inputs):
+        # the names the model's author gave (TVM's ONNX importer renames "input.1" to
+        # "input_1"); inputs are passed by position, the names are what users type
+        inputs = [TensorInfo(n, i.shape, i.dtype) for n, i in zip(input_names, inputs)]
     return ImportedModel(mod, inputs, outputs, source_format, name)
 
 
@@ -249,7 +254,9 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
             "none on your side; report it with the model") from err
     mod = from_onnx(proto, shape_dict, dtype_dict)
     try:
-        return _finish(mod, "onnx", name, [o.name for o in proto.graph.output])
+        weights = {t.name for t in proto.graph.initializer}
+        return _finish(mod, "onnx", name, [o.name for o in proto.graph.output],
+                       [i.name for i in proto.graph.input if i.name not in weights])
     except ModelLoadError:
         origin = dynamic_origin(mod)
         if origin is None:

@@ -34,22 +34,16 @@ def read_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "numpy.savez(path, input_name=array)") from None
 
 
-def check_inputs(values: Any, infos, model: str, where: str = "inputs",
-                 aliases: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+def check_inputs(values: Any, infos, model: str, where: str = "inputs"
+                 ) -> dict[str, np.ndarray]:
     """``values`` (a .npz path, a mapping by input name, or a sequence in input order) as
-    ``{name: array}``, each checked against the model's signature. ``aliases`` maps other
-    names of an input to the model's (ONNX names TVM's importer renamed: ``input.1``)."""
+    ``{name: array}``, each checked against the model's signature."""
     if isinstance(values, (str, os.PathLike)):
         where = f"--inputs {Path(values).name}"
         values = read_npz(values)
     names = [i.name for i in infos]
     fix = INPUT_FIX.format(example=names[0] if names else "x")
     if isinstance(values, Mapping):
-        renamed = {}
-        for key, value in values.items():
-            alias = (aliases or {}).get(key, key)
-            renamed[key if alias in values else alias] = value
-        values = renamed
         keys = list(values)
         positional = [f"arr_{i}" for i in range(len(names))]
         if keys == positional and set(keys) != set(names):  # numpy.savez(path, a, b)
@@ -122,22 +116,6 @@ def _onnx_reference(proto, output_names: list[str]) -> Reference | str:
         return [np.asarray(o) for o in session.run(wanted, feed)]
 
     return Reference("onnxruntime", f"ONNX Runtime {ort.__version__} (CPU)", run)
-
-
-def onnx_input_names(model: Any, imported) -> dict[str, str]:
-    """``{ONNX input name: the model's input name}`` for an ONNX model (TVM's importer
-    renames inputs such as ``input.1``); empty for other models."""
-    import onnx
-
-    if isinstance(model, (str, os.PathLike)) and Path(model).suffix.lower() == ".onnx":
-        model = onnx.load(os.fspath(model), load_external_data=False)
-    if not isinstance(model, onnx.ModelProto):
-        return {}
-    initializers = {t.name for t in model.graph.initializer}
-    original = [i.name for i in model.graph.input if i.name not in initializers]
-    if len(original) != len(imported.inputs):
-        return {}
-    return {o: i.name for o, i in zip(original, imported.inputs) if o != i.name}
 
 
 def framework_reference(model: Any, imported) -> Reference | str:

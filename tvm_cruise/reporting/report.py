@@ -218,8 +218,7 @@ def report(model: Any, target: Any = "cruise-npu", *, inputs: Any = None,
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
     data_in = acc.seeded_inputs(imported.inputs, seed) if inputs is None else \
-        acc.check_inputs(inputs, imported.inputs, imported.name,
-                         aliases=acc.onnx_input_names(model, imported))
+        acc.check_inputs(inputs, imported.inputs, imported.name)
     step("build", f"compiling {imported.name} for {resolved.name}")
     with capture_details() as captured:
         art = build(imported, target=target, host=host, precision=precision,
