@@ -46,7 +46,7 @@ def test_every_offloaded_function_is_checked_and_named():
         assert check.ok and np.isfinite(check.error)
         # fp16 arithmetic against fp32: not exact, far inside the bound
         assert 0 < check.error < 1e-2 <= check.bound
-        assert check.fp16_floor is not None and check.fp16_floor < 1e-2
+        assert check.fp16_floor is None  # only measured for an error beyond tolerance
     # first .. last source layer of each function (f1 opens with the host conv's bias add)
     assert checks[0].layers == "a .. relu" and checks[1].layers.endswith(".. relu_1")
     # the spec's clock, not cycles over a rounded time (gave 800.033 MHz)

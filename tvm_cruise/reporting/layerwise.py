@@ -33,7 +33,7 @@ from ..byoc.npu.program import HEADER_BYTES
 from ..env import logger
 from ..errors import BuildError
 from ..runtime import flatten_outputs
-from ..verify import DEFAULT_TOLERANCE, inline_composites, rel_err
+from ..verify import DEFAULT_TOLERANCE, host_vm, inline_composites, rel_err
 
 METHOD = ("each NPU function, during one run of the model, on the real activations that "
           "reached it, against TVM's fp32 host build of the same Relax function; layers "
@@ -73,23 +73,6 @@ class FunctionCheck:
         return asdict(self)
 
 
-def _host_vm(mod):
-    """``mod`` built for this machine's CPU with the default CPU schedules (bit-identical to
-    TVM's lowering and ~10x faster: TVM's unscheduled fp16 convolutions take seconds)."""
-    import tvm
-    from tvm import relax
-
-    from ..pipeline import finalize_passes, legalize_passes, run_passes
-    from ..schedules.cpu import apply_default_schedules
-
-    target = tvm.target.Target("llvm")  # the reference runs here, whatever the build's host
-    with target:
-        mod = run_passes(mod, legalize_passes())
-        mod, _ = apply_default_schedules(mod, target)
-        mod = run_passes(mod, finalize_passes(target))
-    return relax.VirtualMachine(relax.build(mod, target, relax_pipeline=None), tvm.cpu())
-
-
 
 
 class LayerwiseCheck:
@@ -121,7 +104,7 @@ class LayerwiseCheck:
             self.mod[gv.name_hint] = inline_composites(stage.partitioned[gv], gv.name_hint,
                                                        taps)
             self.taps[gv.name_hint] = taps
-        self.fp32 = _host_vm(self.mod)
+        self.fp32 = host_vm(self.mod)
         self._fp16 = False  # built on first use (see fp16)
         self.headers = {c.program.to_bytes()[:HEADER_BYTES]: i
                         for i, c in enumerate(stage.compiled)}
@@ -207,7 +190,7 @@ class LayerwiseCheck:
             from tvm import relax
 
             try:
-                self._fp16 = _host_vm(
+                self._fp16 = host_vm(
                     relax.transform.ToMixedPrecision(out_dtype="float32")(self.mod))
             except Exception as err:  # noqa: BLE001 - the floor is a diagnostic
                 logger.info("layer-wise check: no fp16 floor (ToMixedPrecision failed: %s)",
