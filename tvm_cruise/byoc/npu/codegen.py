@@ -269,6 +269,7 @@ class Emitter:
                     pos += blk.size
         wt = b.constant(f"w{index}", np.concatenate(blocks))
         addr = self.layout([("bias", need["bias"], False),
+                            ("scalars", need["scalars"], False),
                             ("weights", need["w"] if t.resident else need["w"] // 2,
                              not t.resident),
                             ("input tiles", need["in"] // 2, True),
@@ -291,6 +292,12 @@ class Emitter:
             pre.append(lambda: b.dma_load(channel_params[0], bias_addr, (channel_params[1],)))
         if t.resident:
             pre.append(lambda: b.dma_load(wt, w_bufs[0], (pos,)))
+        scalars = addr.get("scalars")
+        if scalars is not None:
+            q = layer.requant
+            data = np.array([q.residual_mult, q.lo, q.hi, 0], np.int8)
+            s_t = b.constant(f"r{index}", data)
+            pre.append(lambda: b.dma_load(s_t, scalars, (data.size,)))
         zero = self.zeros(s.w)
         steps: list[Step] = []
         tile_no = 0
@@ -341,7 +348,8 @@ class Emitter:
                     if last:
                         step.compute.append(self._epilogue_step(layer, acc, obuf, p_base + o0,
                                                                 on, t.rows * s.wout, bias_addr,
-                                                                s.cout * s.groups, False, rbuf))
+                                                                s.cout * s.groups, False, rbuf,
+                                                                scalars))
                         step.store.append(self._tile_rows(b.dma_store, y_t, obuf, y_base + o0,
                                                           on, r0, valid, t.rows, s.hout,
                                                           s.wout))
@@ -367,17 +375,32 @@ class Emitter:
         return self.b.constant(f"b{index}", data), data.size
 
     def _epilogue_step(self, layer: Layer, acc, obuf, c0, cn, pixels, params, channels,
-                       channel_last, residual=None):
-        """The instruction that turns accumulators into the layer's output tile."""
+                       channel_last, residual=None, scalars=None):
+        """The instructions that turn accumulators into the layer's output tile."""
         b = self.b
         if self.dtype == "int8":
-            if residual is not None:
-                raise BuildError("NPU compiler: int8 residual adds are not supported")
             q = layer.requant
             bias = params + c0 * T.ACC if layer.bias is not None else None
             mult, shift = params + (channels + c0) * T.ACC, params + (2 * channels + c0) * T.ACC
-            return lambda: b.requant(acc, obuf, cn, pixels, mult, shift, bias, q.zp, q.lo, q.hi,
-                                     channel_last=channel_last)
+            if residual is None:
+                return lambda: b.requant(acc, obuf, cn, pixels, mult, shift, bias, q.zp, q.lo,
+                                         q.hi, channel_last=channel_last)
+            if scalars is None or q.zp != 0:
+                raise BuildError("NPU compiler: an int8 residual add needs its rescale "
+                                 "scalars and a zero output zero point")
+
+            def residual_epilogue():
+                # the conv's part on the output's scale, then + the residual rescaled to it
+                b.requant(acc, obuf, cn, pixels, mult, shift, bias, 0, -128, 127,
+                          channel_last=channel_last)
+                b.eltwise(residual, scalars, residual, cn, pixels, "multiply", "int8",
+                          "scalar", q.residual_shift)
+                b.eltwise(obuf, residual, obuf, cn, pixels, "add", "int8")
+                if q.lo > -128:
+                    b.eltwise(obuf, scalars + 1, obuf, cn, pixels, "maximum", "int8", "scalar")
+                if q.hi < 127:
+                    b.eltwise(obuf, scalars + 2, obuf, cn, pixels, "minimum", "int8", "scalar")
+            return residual_epilogue
         bias = None if params is None else params + c0 * T.ACC
         return lambda: b.epilogue(acc, obuf, cn, pixels, bias, layer.act.name, layer.act.lo,
                                   layer.act.hi, channel_last=channel_last, residual=residual)
@@ -540,7 +563,7 @@ class Emitter:
                                                                  (1,), c0 * h * w)],
                 compute=[lambda ib=ib, ob=ob, n=n: self.b.pool(
                     ib, ob, n, h, w, hout, wout, (kh, kw), (sh, sw), (pt, pl), a["kind"],
-                    count_pad=a["count_pad"])],
+                    dtype=self.dtype, count_pad=a["count_pad"])],
                 store=[lambda ob=ob, c0=c0, n=n: self.b.dma_store(
                     y_t, ob, (n * hout * wout,), (1,), (1,), c0 * hout * wout)]))
         self.pipeline(steps)

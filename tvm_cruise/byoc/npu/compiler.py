@@ -2,8 +2,10 @@
 
 ``lower(mod, spec)`` replaces every call of an offloaded function (``Codegen`` = the
 spec's key) with ``call_dps_packed("<key>.run", (program, *inputs))`` on fp16 tensors,
-with casts at the boundary, and returns what it compiled: per function its program's
-content and spec hash and its simulated statistics (timing model, no data needed).
+with casts at the boundary (int8 programs, given calibrated ranges: quantize and
+dequantize with the tensors' scales), and returns what it compiled: per function its
+program's content and spec hash and its simulated statistics (timing model, no data
+needed).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from .codegen import LoweringFailures, compile_graph
 from .graph import TUNABLE, Graph, from_relax, layer_macs, layer_signature
 from .tiling import Tiling
 from .program import Program
+from .quantize import FunctionRanges, quantize_graph
 from .runtime import call_npu
 from .simulator import RunStats, Simulator
 
@@ -33,6 +36,8 @@ class CompiledFunction:
     stats: RunStats
     layer_ends: dict
     tuned_layers: set = field(default_factory=set)
+    input_scales: list | None = None   # int8 programs: real value = int8 value * scale
+    output_scales: list | None = None
 
     def layer_cycles(self) -> dict[int, int]:
         """Simulated cycles of each layer: between the barriers that close it and the
@@ -70,14 +75,21 @@ class CompiledFunction:
 
 def compile_function(func: relax.Function, spec: AcceleratorSpec, name: str,
                      tilings: dict | None = None,
-                     records: dict | None = None) -> CompiledFunction:
+                     records: dict | None = None,
+                     ranges: FunctionRanges | None = None) -> CompiledFunction:
     """One NPU program for an offloaded function.
 
     ``tilings`` ({layer index: Tiling}) overrides tiles per layer; ``records`` (tuning
     records {layer signature: record}) supplies searched tiles for the layers they match;
-    every other layer gets the heuristic.
+    every other layer gets the heuristic. ``ranges`` (calibrated ranges of its tensors)
+    makes an int8 program (``quantize.py``); without them the program computes in fp16.
     """
     graph = from_relax(func, name)
+    quantized = None
+    if ranges is not None:
+        quantized, failures = quantize_graph(graph, ranges)
+        if failures:
+            raise LoweringFailures(name, failures)
     chosen_in = dict(tilings or {})
     tuned = set()
     for i, layer in enumerate(graph.layers):
@@ -95,6 +107,9 @@ def compile_function(func: relax.Function, spec: AcceleratorSpec, name: str,
         raise LoweringFailures(name, [(_layer_at(graph, ends, str(err)), str(err))]) from None
     compiled = CompiledFunction(name, graph, program, chosen, stats, ends)
     compiled.tuned_layers = tuned
+    if quantized is not None:
+        compiled.input_scales = quantized.input_scales
+        compiled.output_scales = quantized.output_scales
     return compiled
 
 
@@ -109,12 +124,14 @@ def _layer_at(graph: Graph, ends: dict, message: str) -> tuple[int, ...]:
     return tuple(i for layer in graph.layers for i in layer.op_ids)
 
 
-def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, records=None):
+def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, records=None,
+          ranges: dict | None = None):
     """Replace each offloaded call by its NPU program; returns (module, [CompiledFunction]).
 
     Raises ``LoweringFailures`` listing every layer (of every function) that cannot lower.
 
-    ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records.
+    ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records;
+    ``ranges``: {function name: FunctionRanges} for int8 programs (None: fp16).
     """
     from ..partition import _without
     from ..rewrite import rebuild_main
@@ -122,8 +139,9 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
     compiled, failures = {}, []
     for gv in functions:
         try:
-            compiled[gv] = compile_function(mod[gv], spec, gv.name_hint,
-                                            (tilings or {}).get(gv.name_hint), records)
+            compiled[gv] = compile_function(
+                mod[gv], spec, gv.name_hint, (tilings or {}).get(gv.name_hint), records,
+                None if ranges is None else ranges[gv.name_hint])
         except LoweringFailures as err:  # keep going: report every function's failures
             failures += err.failures
     if failures:
@@ -133,16 +151,13 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
         if not (isinstance(value, relax.Call) and value.op in compiled):
             return None
         fn = compiled[value.op]
-        args = []
-        for arg in value.args:
-            if isinstance(arg.ty, relax.TensorType) and str(arg.ty.dtype) == "float32":
-                arg = bb.emit(relax.op.astype(arg, "float16"))
-            args.append(arg)
-        outs = [relax.TensorType(v.shape, "float16") for v in fn.graph.outputs]
+        dtype = fn.graph.dtype
+        args = [_to_npu(bb, arg, dtype, fn.input_scales, i) for i, arg in enumerate(value.args)]
+        outs = [relax.TensorType(v.shape, dtype) for v in fn.graph.outputs]
         result = bb.emit(call_npu(spec, fn.program, args, outs if len(outs) > 1 else outs[0]))
         if len(outs) == 1:
-            return relax.op.astype(result, "float32")
-        items = [bb.emit(relax.op.astype(bb.emit(relax.TupleGetItem(result, i)), "float32"))
+            return _from_npu(result, fn.output_scales, 0)
+        items = [bb.emit(_from_npu(bb.emit(relax.TupleGetItem(result, i)), fn.output_scales, i))
                  for i in range(len(outs))]
         return relax.Tuple(items)
 
@@ -150,6 +165,25 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
     for gv in functions:
         out = _without(out, gv)
     return out, [compiled[gv] for gv in functions]
+
+
+def _to_npu(bb, arg, dtype: str, scales: list | None, index: int):
+    """A host fp32 tensor as the program's input: cast to fp16, or quantized to int8."""
+    if not (isinstance(arg.ty, relax.TensorType) and str(arg.ty.dtype) == "float32"):
+        return arg
+    if scales is None:
+        return bb.emit(relax.op.astype(arg, dtype))
+    scaled = bb.emit(relax.op.round(bb.emit(relax.op.multiply(
+        arg, relax.const(1.0 / scales[index], "float32")))))
+    return bb.emit(relax.op.astype(bb.emit(relax.op.clip(scaled, -128, 127)), "int8"))
+
+
+def _from_npu(result, scales: list | None, index: int):
+    """A program's output back in fp32 on the host (dequantized for int8)."""
+    out = relax.op.astype(result, "float32")
+    if scales is None:
+        return out
+    return relax.op.multiply(out, relax.const(scales[index], "float32"))
 
 
 def total_stats(compiled: list[CompiledFunction]) -> dict:

@@ -46,13 +46,20 @@ class Activation:
 
 @dataclass
 class Requant:
-    """int8 output scaling of a MAC layer (per output channel)."""
+    """int8 output scaling of a MAC layer (per output channel).
+
+    With a residual, REQUANT writes the conv's part on the output's scale unclamped; the
+    residual is rescaled to that scale by ``residual_mult / 2**residual_shift`` (an int8
+    ELTWISE multiply), added (saturating), and clamped to ``[lo, hi]`` (ELTWISE max / min).
+    """
 
     mult: np.ndarray
     shift: np.ndarray
     zp: int = 0
     lo: int = -128
     hi: int = 127
+    residual_mult: int = 0
+    residual_shift: int = 0
 
 
 @dataclass(eq=False)

@@ -104,6 +104,8 @@ def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
         "out": 2 * _a(tile * s.elem),
         "res": 2 * _a(tile * s.elem) if s.residual else 0,
         "bias": _a(s.cout * s.groups * per_channel) if (s.bias or s.dtype == "int8") else 0,
+        # int8 residual: the scalars of its rescale and clamp (RESIDUAL_SCALARS int8)
+        "scalars": ALIGN if s.residual and s.dtype == "int8" else 0,
     }
     return need
 
