@@ -248,5 +248,8 @@ def test_fp32_precision_keeps_everything_on_the_host(reference):
     assert not report.accelerator_ops and report.host_ops
     assert all(o.rules == ["dtype"] for o in report.host_ops)
     assert rel_err(art.run(*inputs), ref) <= FP32_BOUND
-    with pytest.raises(BuildError, match="precision 'int8' is not supported"):
+    with pytest.raises(BuildError, match="precision='int8' needs calibration data .* fix: "
+                                         "pass calibration="):
         tvm_cruise.build(module, target="cruise-npu", example_inputs=inputs, precision="int8")
+    with pytest.raises(BuildError, match="precision 'int4' is not supported"):
+        tvm_cruise.build(module, target="cruise-npu", example_inputs=inputs, precision="int4")

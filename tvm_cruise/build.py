@@ -14,6 +14,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from . import __version__
 from ._compat import installed_version
 from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
+from .calibration import describe as describe_calibration
+from .calibration import load_calibration
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
@@ -73,13 +75,31 @@ def _kernel_kinds(mod) -> dict[str, str]:
     return dict(sorted(kinds.items()))
 
 
+def _calibration(precision: str, data: Any, imported: ImportedModel, method: str,
+                 percentile: float):
+    """The validated calibration data of an int8 build (None for other precisions)."""
+    if precision != "int8":
+        if data is not None:
+            raise BuildError(f"calibration= is only used by int8 builds (precision is "
+                             f"{precision!r}); fix: pass precision='int8' or drop calibration")
+        return None
+    if data is None:
+        raise BuildError(
+            f"precision='int8' needs calibration data to choose the int8 scales of "
+            f"{imported.name}'s activations; fix: pass calibration= (an iterable of input "
+            "samples, an .npz file or a directory of .npy files; CLI: --calibration PATH), "
+            "or use precision='fp16'")
+    return load_calibration(data, imported.inputs, method, percentile)
+
+
 def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
           name: str | None = None, precision: str = "fp16", allow_fallback: bool = True,
           check_cuda: bool | None = None, default_schedules: bool = True,
-          verify: bool | str = False, verify_tolerance: float | None = None
-          ) -> CompiledModel:
+          verify: bool | str = False, verify_tolerance: float | None = None,
+          calibration: Any = None, calibration_method: str = "minmax",
+          calibration_percentile: float = 99.99) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
     Parameters
@@ -108,7 +128,18 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     precision
         The accelerator's arithmetic for what it runs: ``"fp16"`` (default; the host stays
         fp32, casts sit at the boundaries) or ``"fp32"`` (no accelerator computes fp32, so
-        every op then falls back to the host, each with the reason).
+        every op then falls back to the host, each with the reason), or ``"int8"``
+        (post-training quantization with ``calibration``: activations symmetric per
+        tensor, weights symmetric per output channel, requantization fused into each
+        layer; layers with no int8 lowering run on the host in fp32, each with the reason).
+    calibration
+        int8 only: input samples to calibrate the activation ranges on (an iterable of
+        samples, an ``.npz`` path or a directory of ``.npy`` files; see
+        :func:`tvm_cruise.calibration.load_calibration`). Results are cached in-process, so
+        a rebuild with the same data does not calibrate again.
+    calibration_method, calibration_percentile
+        ``"minmax"`` (default: the largest |x| seen) or ``"percentile"`` (that percentile of
+        |x| over the samples, default 99.99).
     allow_fallback
         ``False``: fail with :class:`BuildError` listing every op that would fall back to
         the host, and why (``tvm-cruise compile --no-fallback``).
@@ -147,6 +178,8 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
+    calib = _calibration(precision, calibration, imported, calibration_method,
+                         calibration_percentile)
     tvm_target = resolved.tvm_target
     logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
 
@@ -155,7 +188,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         mod = run_passes(imported.mod, prepare_passes())
         prepared = mod
         mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
-                                       records=logs.npu_records)
+                                       records=logs.npu_records, calibration=calib)
         checks = []
         if verify:
             checks = verify_stage(stage, resolved.accelerator, strict=verify == "strict",
@@ -196,7 +229,8 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                        "npu_layers_tuned": npu_tuned, "logs": logs.opened,
                        "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
             "verification": [c.to_dict() for c in checks] if verify else None,
-            "extensions": {},
+            "extensions": ({} if calib is None else
+                           {"calibration": describe_calibration(calib)}),
         }
         mod = attach_metadata(mod, metadata)
         mod = run_passes(mod, finalize_passes(tvm_target))

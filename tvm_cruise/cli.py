@@ -84,8 +84,12 @@ def _cmd_compile(args) -> int:
                 shipped_logs=not args.no_shipped_logs, precision=args.precision,
                 allow_fallback=not args.no_fallback,
                 default_schedules=not args.no_default_schedules,
-                verify=False if args.no_verify else ("strict" if args.verify_strict else True),
-                verify_tolerance=args.verify_tolerance)
+                # the build-time check compares fp16 programs with fp32 (int8: not yet)
+                verify=False if args.no_verify or args.precision == "int8" else
+                ("strict" if args.verify_strict else True),
+                verify_tolerance=args.verify_tolerance, calibration=args.calibration,
+                calibration_method=args.calibration_method,
+                calibration_percentile=args.calibration_percentile)
     output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
     art.export_library(output)
     print(art.describe())
@@ -368,8 +372,17 @@ def make_parser() -> argparse.ArgumentParser:
                    help="tuning-log directory to apply (repeatable)")
     p.add_argument("--no-shipped-logs", action="store_true",
                    help="do not apply the tuning logs shipped with tvm-cruise")
-    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"],
-                   help="accelerator arithmetic (default fp16; the host stays fp32)")
+    p.add_argument("--precision", default="fp16", choices=["fp16", "fp32", "int8"],
+                   help="accelerator arithmetic (default fp16; the host stays fp32); int8 "
+                        "needs --calibration")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="int8: calibration samples, an .npz (one array per input name, one "
+                        "sample or a stack) or a directory of .npy files")
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile"],
+                   help="int8: activation range per tensor (default minmax)")
+    p.add_argument("--calibration-percentile", type=float, default=99.99, metavar="P",
+                   help="int8 with --calibration-method percentile: the percentile of |x| "
+                        "(default 99.99)")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail, listing every op that would fall back to the host and why")
     p.add_argument("--no-default-schedules", action="store_true",

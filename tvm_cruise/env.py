@@ -35,7 +35,13 @@ CROSS_CC = Knob("TVM_CRUISE_CROSS_CC", "",
 ALLOW_BAD_DEPS = Knob("TVM_CRUISE_ALLOW_BAD_DEPS", "0",
                       "set to 1 to downgrade the known-broken dependency check to a warning")
 
-KNOBS = (LOG_LEVEL, TUNING_LOGS, NVCC, CROSS_CC, ALLOW_BAD_DEPS)
+CALIBRATION_CACHE = Knob("TVM_CRUISE_CALIBRATION_CACHE", "",
+                         "directory where int8 builds keep calibrated activation ranges "
+                         "(keyed by partitioned model, calibration data and method), so a "
+                         "rebuild in another process does not calibrate again (default: "
+                         "in-process cache only)")
+
+KNOBS = (LOG_LEVEL, TUNING_LOGS, NVCC, CROSS_CC, ALLOW_BAD_DEPS, CALIBRATION_CACHE)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}

@@ -75,15 +75,23 @@ class AcceleratorStage:
 
 def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
                       model: str = "model", tilings: dict | None = None,
-                      records: dict | None = None):
+                      records: dict | None = None, calibration=None):
     """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
     compile every offloaded function into an NPU program (``byoc.npu.compiler``).
 
     The programs run in the NPU simulator through ``<key>.run``; their statistics are
-    simulated (cycle model), recorded per function.
+    simulated (cycle model), recorded per function. ``precision="int8"`` needs
+    ``calibration`` (a ``calibration.CalibrationData``): every offloaded function is
+    calibrated on it in fp32 and compiled to an int8 program.
     """
     if spec is None:
         return mod, AcceleratorStage(None, None, execution="host-only target")
+    if precision == "int8" and calibration is None:
+        raise BuildError(
+            f"precision='int8' on {spec.name} needs calibration data to choose the int8 "
+            "scales of the activations; fix: pass calibration= (an iterable of input "
+            "samples, an .npz file or a directory of .npy files; CLI: --calibration PATH), "
+            "or use precision='fp16'")
     from .byoc.npu.codegen import LoweringFailures
     from .byoc.npu.compiler import lower, total_stats
     from .byoc.partition import accelerator_functions, partition
@@ -95,8 +103,13 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
     while True:
         merged, report = partition(mod, spec, precision, model, refused)
         functions = accelerator_functions(merged, spec)
+        ranges = None
+        if precision == "int8":
+            from .calibration import calibrate
+
+            ranges = calibrate(merged, functions, calibration)
         try:
-            lowered, compiled = lower(merged, spec, functions, tilings, records)
+            lowered, compiled = lower(merged, spec, functions, tilings, records, ranges)
             break
         except LoweringFailures as err:
             new = {i: why for ids, why in err.failures for i in ids if i not in refused}
@@ -125,6 +138,13 @@ def verify_stage(stage: AcceleratorStage, spec: AcceleratorSpec, strict: bool = 
     from . import verify
 
     if spec is None or not stage.functions:
+        return []
+    if stage.precision == "int8":
+        from .env import logger
+
+        logger.warning("verify: the build-time check compares fp16 programs; %s's int8 "
+                       "programs are not verified (compare the model's outputs instead)",
+                       model)
         return []
     names = {}
     for index, gv in enumerate(stage.functions):

@@ -118,8 +118,7 @@ def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = 
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of "
-                         f"{', '.join(PRECISIONS)} (int8 needs calibration, which is not "
-                         "available yet)")
+                         f"{', '.join(PRECISIONS)}")
     refused = dict(refused or {})
     tagged = tag_ops(mod)
     token = ACTIVE_PRECISION.set(precision)

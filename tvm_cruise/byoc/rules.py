@@ -17,7 +17,7 @@ from tvm import relax
 from ..targets.spec import AcceleratorSpec
 
 # Precision policy: the dtype an fp32 tensor has on the accelerator.
-PRECISIONS = {"fp16": "float16", "fp32": "float32"}
+PRECISIONS = {"fp16": "float16", "fp32": "float32", "int8": "int8"}
 DTYPE_BYTES = {"float16": 2, "float32": 4, "int8": 1, "int32": 4}
 
 
@@ -208,7 +208,9 @@ def violations(spec: AcceleratorSpec, call, precision: str = "fp16") -> list[Vio
     compute = PRECISIONS[precision]
     if compute not in spec.dtypes:
         add("dtype", op=short, dtype=compute, dtypes=", ".join(spec.dtypes))
-    others = sorted({str(t.dtype) for t in types} - {"float32", compute})
+    # int8 programs quantize float tensors themselves; integer tensors are not activations
+    accepted = {"float32"} if compute == "int8" else {"float32", compute}
+    others = sorted({str(t.dtype) for t in types} - accepted)
     if others:
         add("tensor-dtype", op=short, dtype="/".join(others), precision=precision,
             compute=compute)

@@ -1,0 +1,65 @@
+"""int8 vs fp32 and fp16: output agreement with PyTorch and simulated NPU cycles.
+
+For each reference model (seeded weights, untrained) and accelerator: calibrate on
+``--calib`` seeded standard-normal samples (min/max), evaluate on ``--eval`` other seeded
+samples, and print the worst cosine similarity and SQNR of the int8 and fp16 builds against
+PyTorch fp32, the share of MACs each build keeps on the NPU, and the NPU cycles (simulated
+by the cycle model, not measured).
+
+    python bench/int8_accuracy.py [--models perception-cnn resnet18] [--calib 16] [--eval 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+import tvm_cruise
+from tvm_cruise import models
+
+
+def agreement(out, want) -> tuple[float, float]:
+    out, want = np.ravel(out).astype(np.float64), np.ravel(want).astype(np.float64)
+    cos = float(out @ want / (np.linalg.norm(out) * np.linalg.norm(want)))
+    return cos, float(10 * np.log10((want @ want) / ((out - want) @ (out - want))))
+
+
+def npu_share(art) -> float:
+    ops = art.metadata["placement"]["ops"]
+    total = sum(o["macs"] for o in ops)
+    return sum(o["macs"] for o in ops if o["device"] != "host") / total if total else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["perception-cnn", "resnet18"])
+    parser.add_argument("--targets", nargs="+", default=["cruise-npu", "cruise-npu-lite"])
+    parser.add_argument("--calib", type=int, default=16)
+    parser.add_argument("--eval", type=int, default=4)
+    args = parser.parse_args()
+    print(f"{'model':15s} {'target':16s} {'prec':5s} {'min cos':>9s} {'min SQNR dB':>12s} "
+          f"{'NPU MACs':>9s} {'NPU cycles (sim)':>17s}")
+    for name in args.models:
+        module, inputs = models.get(name)
+        shape = tuple(inputs[0].shape)
+        rng = np.random.default_rng(0)
+        calib = [rng.standard_normal(shape).astype("float32") for _ in range(args.calib)]
+        evals = [rng.standard_normal(shape).astype("float32") for _ in range(args.eval)]
+        with torch.no_grad():
+            wants = [module(torch.from_numpy(x)).numpy() for x in evals]
+        for target in args.targets:
+            for precision in ("fp16", "int8"):
+                extra = {"calibration": calib} if precision == "int8" else {}
+                art = tvm_cruise.build(module, target, example_inputs=inputs, name=name,
+                                       precision=precision, **extra)
+                scores = [agreement(art.run(x), w) for x, w in zip(evals, wants)]
+                cycles = art.metadata["accelerator"]["totals"]["cycles"]
+                print(f"{name:15s} {target:16s} {precision:5s} "
+                      f"{min(c for c, _ in scores):9.5f} {min(s for _, s in scores):12.1f} "
+                      f"{npu_share(art):9.1%} {cycles:17,d}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Calibration for int8 builds: sample data in, per-tensor activation ranges out.
+
+``build(model, target, precision="int8", calibration=data)`` reads ``data`` with
+:func:`load_calibration` (an iterable of samples, an ``.npz`` file or a directory of
+``.npy`` files), then, for every function the partitioner offloads, :func:`calibrate` runs
+the model in fp32 on the host with every NPU layer's output tapped (TVM's own build of the
+partitioned module, offloaded functions inlined) and records each tensor's absolute range:
+``minmax`` (the largest |x| seen) or ``percentile`` (the given percentile of |x| over all
+samples, which clips rare outliers). The NPU compiler turns the ranges into int8 scales
+(``byoc/npu/quantize.py``).
+
+Ranges are cached by (partitioned module hash, calibration data hash, method): in-process,
+and in ``TVM_CRUISE_CALIBRATION_CACHE`` (a directory of JSON files) when it is set, so
+rebuilding the same model with the same data (in another process, with another tuning
+log that does not move the partition) does not run calibration again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from .errors import BuildError, InputMismatchError
+
+METHODS = ("minmax", "percentile")
+DEFAULT_PERCENTILE = 99.99
+_CACHE: dict[tuple, dict] = {}
+_CACHE_LIMIT = 32
+_STORE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class CalibrationData:
+    """Validated calibration samples: ``samples[k][i]`` is sample k of input i."""
+
+    samples: tuple[tuple[np.ndarray, ...], ...]
+    method: str = "minmax"
+    percentile: float = DEFAULT_PERCENTILE
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise BuildError(f"calibration method {self.method!r} is not known; use one of "
+                             f"{', '.join(METHODS)}")
+        if not 0 < self.percentile <= 100:
+            raise BuildError(f"calibration percentile {self.percentile} is outside (0, 100]; "
+                             "fix: pass e.g. 99.99")
+        if not self.samples:
+            raise BuildError("the calibration data holds no sample; fix: pass at least one "
+                             "input sample (a few dozen representative ones are typical)")
+
+    def digest(self) -> str:
+        """sha256 over the samples' bytes, shapes and dtypes, and the method."""
+        h = hashlib.sha256(f"{self.method}:{self.percentile}".encode())
+        for sample in self.samples:
+            for arr in sample:
+                h.update(f"{arr.dtype}{arr.shape}".encode())
+                h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()
+
+
+def load_calibration(data: Any, inputs: Sequence, method: str = "minmax",
+                     percentile: float = DEFAULT_PERCENTILE) -> CalibrationData:
+    """Read calibration samples and check them against the model's inputs.
+
+    Parameters
+    ----------
+    data
+        - an iterable of samples; a sample is one array (a one-input model), a tuple or
+          list of arrays in input order, or a dict {input name: array};
+        - a path to an ``.npz`` file: one array per input name (or ``arr_0``, ... in input
+          order), each either one sample (the input's shape) or a stack of them (one more
+          leading dimension);
+        - a path to a directory of ``.npy`` files (sorted by name), for a one-input model:
+          each one sample or a stack.
+        numpy arrays and torch tensors are accepted.
+    inputs
+        The model's inputs (``TensorInfo``: name, shape, dtype).
+
+    Examples
+    --------
+    >>> data = load_calibration("calib.npz", imported.inputs)          # doctest: +SKIP
+    >>> len(data.samples)                                              # doctest: +SKIP
+    32
+    """
+    if isinstance(data, CalibrationData):
+        return data
+    if isinstance(data, (str, Path)):
+        raw = _from_path(Path(data), inputs)
+    elif isinstance(data, np.ndarray) or hasattr(data, "detach"):
+        raw = _unstack([_array(data)], inputs, "the calibration array")
+    elif isinstance(data, Iterable):
+        raw = [_sample(s, inputs, f"calibration sample {k}") for k, s in enumerate(data)]
+    else:
+        raise BuildError(f"calibration={type(data).__name__} is not calibration data; fix: "
+                         "pass an iterable of input samples, an .npz path or a directory "
+                         "of .npy files")
+    return CalibrationData(tuple(raw), method, float(percentile))
+
+
+def _array(value: Any) -> np.ndarray:
+    if hasattr(value, "detach") and hasattr(value, "cpu"):  # torch.Tensor
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _sample(sample: Any, inputs: Sequence, where: str) -> tuple[np.ndarray, ...]:
+    if isinstance(sample, dict):
+        unknown = sorted(set(sample) - {i.name for i in inputs})
+        if unknown:
+            raise InputMismatchError(f"{where}: unknown input(s) {unknown}; the model's inputs "
+                                     f"are {[i.name for i in inputs]}")
+        missing = [i.name for i in inputs if i.name not in sample]
+        if missing:
+            raise InputMismatchError(f"{where}: missing input(s) {missing}; fix: give every "
+                                     "input of the model in each sample")
+        arrays = [_array(sample[i.name]) for i in inputs]
+    elif isinstance(sample, (tuple, list)):
+        arrays = [_array(s) for s in sample]
+    else:
+        arrays = [_array(sample)]
+    if len(arrays) != len(inputs):
+        raise InputMismatchError(f"{where} has {len(arrays)} array(s) but the model takes "
+                                 f"{len(inputs)} inputs ({', '.join(i.name for i in inputs)})")
+    return tuple(_check(a, info, where) for a, info in zip(arrays, inputs))
+
+
+def _check(arr: np.ndarray, info, where: str) -> np.ndarray:
+    if tuple(arr.shape) != tuple(info.shape):
+        raise InputMismatchError(
+            f"{where}: input {info.name!r} has shape {tuple(arr.shape)} but the model takes "
+            f"{tuple(info.shape)}; fix: give calibration samples of the model's input shape")
+    if str(arr.dtype) != info.dtype:
+        raise InputMismatchError(
+            f"{where}: input {info.name!r} has dtype {arr.dtype} but the model takes "
+            f"{info.dtype}; fix: convert it (x.astype('{info.dtype}'))")
+    return np.ascontiguousarray(arr)
+
+
+def _unstack(arrays: list[np.ndarray], inputs: Sequence, where: str) -> list[tuple]:
+    """Arrays in input order, each one sample or a stack of samples, as samples."""
+    counts = []
+    for arr, info in zip(arrays, inputs):
+        stacked = arr.ndim == len(info.shape) + 1 and tuple(arr.shape[1:]) == tuple(info.shape)
+        counts.append(arr.shape[0] if stacked else None)
+    if len(set(counts)) > 1:
+        raise InputMismatchError(f"{where}: the inputs hold different numbers of samples "
+                                 f"({counts}); fix: stack the same number for every input")
+    if counts[0] is None:
+        return [_sample(tuple(arrays), inputs, where)]
+    return [_sample(tuple(a[k] for a in arrays), inputs, f"{where}, sample {k}")
+            for k in range(counts[0])]
+
+
+def _from_path(path: Path, inputs: Sequence) -> list[tuple]:
+    if path.is_dir():
+        files = sorted(path.glob("*.npy"))
+        if not files:
+            raise BuildError(f"calibration directory {path} holds no .npy file; fix: save one "
+                             "sample (or a stack) per file with numpy.save")
+        if len(inputs) != 1:
+            raise InputMismatchError(
+                f"calibration directory {path}: a directory of .npy files calibrates a "
+                f"one-input model, this one takes {len(inputs)}; fix: use an .npz with one "
+                "array per input name")
+        return [s for f in files for s in _unstack([np.load(f)], inputs, str(f))]
+    if path.suffix == ".npz" and path.is_file():
+        with np.load(path) as npz:
+            names = [i.name for i in inputs]
+            if all(n in npz.files for n in names):
+                arrays = [npz[n] for n in names]
+            elif len(npz.files) == len(inputs):
+                arrays = [npz[f"arr_{k}"] if f"arr_{k}" in npz.files else npz[npz.files[k]]
+                          for k in range(len(inputs))]
+            else:
+                raise InputMismatchError(
+                    f"calibration file {path} holds {npz.files} but the model's inputs are "
+                    f"{names}; fix: save one array per input name (numpy.savez(path, "
+                    f"{names[0]}=...))")
+        return _unstack(arrays, inputs, str(path))
+    raise BuildError(f"calibration path {path} is neither an .npz file nor a directory of "
+                     ".npy files")
+
+
+# -- running the model with taps -------------------------------------------------------------
+def calibrate(merged, functions, data: CalibrationData) -> dict:
+    """``{function name: FunctionRanges}`` of the offloaded ``functions`` of ``merged``
+    (the partitioned, still fp32 module) over the calibration samples."""
+    import tvm
+    import tvm_ffi
+
+    from .byoc.npu.quantize import FunctionRanges
+
+    if not functions:
+        return {}
+    key = (f"{tvm_ffi.structural_hash(merged) & (2**64 - 1):016x}", data.digest())
+    if key in _CACHE:
+        return _CACHE[key]
+    stored = _read_stored(key)
+    if stored is not None:
+        _remember(key, stored)
+        return stored
+    mod, layout = _tap_module(merged, functions)
+    vm = _host_vm(mod)
+    absolutes: list[list[np.ndarray]] = [[] for _ in layout["slots"]]
+    for sample in data.samples:
+        outs = vm["main"](*[tvm.runtime.tensor(a) for a in sample])
+        for slot, value in enumerate(outs[1:]):
+            arr = np.abs(value.numpy().astype(np.float64))
+            absolutes[slot].append(arr.ravel() if data.method == "percentile"
+                                   else np.array([arr.max(initial=0.0)]))
+    amax = [_reduce(values, data) for values in absolutes]
+    ranges = {}
+    for name, (arg_slots, taps) in layout["functions"].items():
+        fr = ranges.setdefault(name, FunctionRanges([0.0] * len(arg_slots)))
+        for i, slot in enumerate(arg_slots):
+            fr.inputs[i] = max(fr.inputs[i], amax[slot])
+        for ids, slot in taps:
+            fr.layers[ids] = max(fr.layers.get(ids, 0.0), amax[slot])
+    _remember(key, ranges)
+    _store(key, ranges)
+    return ranges
+
+
+def _remember(key: tuple, ranges: dict) -> None:
+    if len(_CACHE) >= _CACHE_LIMIT:
+        _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = ranges
+
+
+def _stored_path(key: tuple) -> Path | None:
+    from .env import CALIBRATION_CACHE
+
+    root = CALIBRATION_CACHE.get()
+    return Path(root) / f"{key[0]}-{key[1][:32]}.json" if root else None
+
+
+def _read_stored(key: tuple) -> dict | None:
+    """Ranges a previous process stored for ``key`` (None: none, or unreadable)."""
+    import json
+
+    from .byoc.npu.quantize import FunctionRanges
+    from .env import logger
+
+    path = _stored_path(key)
+    if path is None or not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if data.get("key") != list(key) or data.get("version") != _STORE_VERSION:
+            return None
+        return {name: FunctionRanges(list(f["inputs"]),
+                                     {tuple(ids): amax for ids, amax in f["layers"]})
+                for name, f in data["functions"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        logger.warning("calibration cache %s is unreadable (%s); calibrating again", path, err)
+        return None
+
+
+def _store(key: tuple, ranges: dict) -> None:
+    import json
+    import os
+
+    from .env import logger
+
+    path = _stored_path(key)
+    if path is None:
+        return
+    data = {"version": _STORE_VERSION, "key": list(key),
+            "functions": {name: {"inputs": r.inputs,
+                                 "layers": [[list(ids), amax] for ids, amax in r.layers.items()]}
+                          for name, r in ranges.items()}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, path)  # atomic: concurrent builds never read half a file
+    except OSError as err:
+        logger.warning("cannot write the calibration cache %s (%s)", path, err)
+
+
+def cached_calibrations() -> int:
+    """How many calibration results the in-process cache holds (tests read it)."""
+    return len(_CACHE)
+
+
+def _reduce(values: list[np.ndarray], data: CalibrationData) -> float:
+    joined = np.concatenate(values) if values else np.zeros(1)
+    if data.method == "percentile":
+        return float(np.percentile(joined, data.percentile))
+    return float(joined.max())
+
+
+def _tap_module(merged, functions):
+    """``merged`` with each offloaded function inlined (``verify.inline_composites``) and
+    ``main`` returning ``(output, every offloaded call's inputs and layer outputs...)``.
+
+    Returns ``(module, layout)``: layout["functions"][name] = (input slots, [(op ids,
+    slot)]), slots indexing the extra outputs."""
+    import tvm
+    from tvm import relax
+
+    from .byoc.rewrite import substitute
+    from .verify import inline_composites
+
+    bb = relax.BlockBuilder()
+    taps_of, new_gv = {}, {}
+    for gv in functions:
+        taps: list = []
+        func = inline_composites(merged[gv], gv.name_hint, taps)
+        new_gv[gv] = bb.add_func(func, gv.name_hint)
+        taps_of[gv] = taps
+    main = merged["main"]
+    params = [relax.Var(p.name, p.ty) for p in main.params]
+    env = dict(zip(main.params, params))
+    extra: list = []
+    layout: dict = {"functions": {}, "slots": extra}
+    with bb.function("main", params):
+        with bb.dataflow():
+            for block in main.body.blocks:
+                for binding in block.bindings:
+                    value = substitute(binding.value, env)
+                    if isinstance(value, relax.Call) and value.op in new_gv:
+                        env[binding.var] = _tapped_call(bb, value, new_gv, taps_of, extra,
+                                                        layout["functions"])
+                    else:
+                        env[binding.var] = bb.emit(value)
+            out = bb.emit_output(relax.Tuple([substitute(main.body.body, env), *extra]))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    return tvm.IRModule({gv: f for gv, f in mod.functions.items()}), layout
+
+
+def _tapped_call(bb, call, new_gv, taps_of, extra: list, functions: dict):
+    from tvm import relax
+
+    gv = call.op
+    result = bb.emit(relax.Call(new_gv[gv], call.args))
+    arg_slots = []
+    for arg in call.args:
+        arg_slots.append(len(extra))
+        extra.append(arg)
+    taps = []
+    for k, ids in enumerate(taps_of[gv]):
+        taps.append((ids, len(extra)))
+        extra.append(bb.emit(relax.TupleGetItem(result, k + 1)))
+    functions[gv.name_hint] = (arg_slots, taps)
+    return bb.emit(relax.TupleGetItem(result, 0))
+
+
+def _host_vm(mod):
+    """``mod`` built for this machine's CPU with the default CPU schedules."""
+    import tvm
+    from tvm import relax
+
+    from .pipeline import finalize_passes, legalize_passes, run_passes
+    from .schedules.cpu import apply_default_schedules
+
+    target = tvm.target.Target("llvm")  # calibration runs here, whatever the build's host
+    with target:
+        mod = run_passes(mod, legalize_passes())
+        mod, _ = apply_default_schedules(mod, target)
+        mod = run_passes(mod, finalize_passes(target))
+    return relax.VirtualMachine(relax.build(mod, target, relax_pipeline=None), tvm.cpu())
+
+
+def describe(data: CalibrationData) -> dict:
+    """What the artifact records about the calibration (no data)."""
+    return {"samples": len(data.samples), "method": data.method,
+            "percentile": data.percentile if data.method == "percentile" else None,
+            "sha256": data.digest()}
