@@ -50,6 +50,7 @@ setup(
     package_dir={"tvm_cruise.tuning_logs": "tuning_logs"},
     package_data={
         "tvm_cruise.targets": ["specs/*.json"],
+        "tvm_cruise.models": ["data/*.npz"],  # the trained digits model and its data
         "tvm_cruise.tuning_logs": ["*.md", "**/*.json", "**/*.jsonl"],
     },
     install_requires=INSTALL_REQUIRES,

@@ -160,6 +160,49 @@ def _calibrate_batchnorm(model: nn.Module, input_shape, gen: torch.Generator) ->
         bn.momentum = 0.1
 
 
+class DigitsCNN(nn.Module):
+    """A small classifier of 8x8 grey digits (scikit-learn's), trained: the bundled model
+    whose accuracy means something (``scripts/train_digits.py`` trains it; the weights and
+    the held-out images ship in ``models/data/digits.npz``).
+
+    conv3x3 1->16 + ReLU, conv3x3 16->32 + ReLU, max pool 2, conv3x3 32->32 + ReLU,
+    flatten, linear 512 -> 10. Input 1x1x8x8 in [0, 1]; output 10 logits.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, 3, padding=1)
+        self.conv3 = nn.Conv2d(32, 32, 3, padding=1)
+        self.fc = nn.Linear(32 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = torch.relu(self.conv2(torch.relu(self.conv1(x))))
+        x = torch.relu(self.conv3(nn.functional.max_pool2d(x, 2)))
+        return self.fc(torch.flatten(x, 1))
+
+
+def trained_digits() -> nn.Module:
+    """:class:`DigitsCNN` with the shipped trained weights, in eval mode."""
+    model = DigitsCNN()
+    model.load_state_dict({k[2:]: torch.from_numpy(v) for k, v in digits_data().items()
+                           if k.startswith("w.")})
+    return model.eval()
+
+
+def digits_data() -> dict:
+    """The arrays of ``models/data/digits.npz``: ``heldout_images`` (N x 1 x 8 x 8 float32
+    in [0, 1]) and ``heldout_labels`` (the 20% the model never saw), ``calibration_images``
+    (64 training images, int8 calibration data) and the weights (``w.<parameter>``)."""
+    from importlib import resources
+
+    import numpy as np
+
+    with resources.files("tvm_cruise.models").joinpath("data", "digits.npz").open("rb") as f:
+        data = np.load(f)
+        return {k: data[k] for k in data.files}
+
+
 def seeded(model_cls, input_shape, seed: int, **kwargs) -> nn.Module:
     """Instantiate ``model_cls`` with weights and BN statistics drawn from ``seed``."""
     with torch.random.fork_rng(devices=[]):
