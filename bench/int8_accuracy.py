@@ -7,6 +7,10 @@ PyTorch fp32, the share of MACs each build keeps on the NPU, and the NPU cycles 
 by the cycle model, not measured).
 
     python bench/int8_accuracy.py [--models perception-cnn resnet18] [--calib 16] [--eval 4]
+
+Then the trained ``digits-cnn`` on its 360 held-out digits: top-1 and agreement with
+PyTorch of the fp32 host build and of the fp16 and int8 NPU builds (int8 calibrated on the
+64 shipped training images).
 """
 
 from __future__ import annotations
@@ -59,6 +63,32 @@ def main() -> None:
                 print(f"{name:15s} {target:16s} {precision:5s} "
                       f"{min(c for c, _ in scores):9.5f} {min(s for _, s in scores):12.1f} "
                       f"{npu_share(art):9.1%} {cycles:17,d}")
+    trained_top1(args.targets)
+
+
+def trained_top1(targets) -> None:
+    from tvm_cruise.models.zoo import digits_data
+
+    data = digits_data()
+    images, labels = data["heldout_images"], data["heldout_labels"]
+    module, _ = models.get("digits-cnn")
+    with torch.no_grad():
+        ref = module(torch.from_numpy(images)).argmax(1).numpy()
+    print(f"\ndigits-cnn (trained), {len(labels)} held-out digits; PyTorch fp32 top-1 "
+          f"{(ref == labels).mean():.4f}")
+    print(f"{'target':16s} {'prec':5s} {'top-1':>7s} {'agrees w/ PyTorch':>18s} "
+          f"{'NPU cycles (sim)':>17s}")
+    for target, precision in [("llvm", "fp32"), *((t, p) for t in targets
+                                                 for p in ("fp16", "int8"))]:
+        extra = {"calibration": list(data["calibration_images"][:, None])} \
+            if precision == "int8" else {}
+        art = tvm_cruise.build("digits-cnn", target,
+                               precision="fp16" if target == "llvm" else precision, **extra)
+        pred = np.array([int(art.run(images[i:i + 1]).argmax()) for i in range(len(images))])
+        acc = art.metadata["accelerator"] or {}
+        cycles = f"{acc['totals']['cycles']:17,d}" if acc.get("totals") else f"{'-':>17s}"
+        print(f"{target:16s} {precision:5s} {(pred == labels).mean():7.4f} "
+              f"{(pred == ref).mean():18.4f} {cycles}")
 
 
 if __name__ == "__main__":
