@@ -145,8 +145,8 @@ def test_calibration_forms_agree_and_rebuilds_do_not_recalibrate(small, tmp_path
     for k, s in enumerate(samples):
         np.save(tmp_path / "npy" / f"{k:02d}.npy", s)
     calls = []
-    real = calibration._host_vm
-    monkeypatch.setattr(calibration, "_host_vm", lambda mod: calls.append(1) or real(mod))
+    real = calibration.host_vm
+    monkeypatch.setattr(calibration, "host_vm", lambda mod: calls.append(1) or real(mod))
     monkeypatch.setattr(calibration, "_CACHE", {})
     outs = []
     for data in (samples, [{"x": s} for s in samples], [(torch.from_numpy(s),) for s in samples],
@@ -174,8 +174,8 @@ def test_calibration_cache_on_disk_serves_another_process(small, tmp_path, monke
     model, x, _ = small
     monkeypatch.setenv("TVM_CRUISE_CALIBRATION_CACHE", str(tmp_path / "cache"))
     calls = []
-    real = calibration._host_vm
-    monkeypatch.setattr(calibration, "_host_vm", lambda mod: calls.append(1) or real(mod))
+    real = calibration.host_vm
+    monkeypatch.setattr(calibration, "host_vm", lambda mod: calls.append(1) or real(mod))
     args = dict(example_inputs=(torch.from_numpy(x),), precision="int8",
                 calibration=_samples(4, 8))
     monkeypatch.setattr(calibration, "_CACHE", {})
@@ -227,9 +227,9 @@ def test_int8_build_errors(small, tmp_path):
         tvm_cruise.build(model, "cruise-npu", precision="int8", **args)
     with pytest.raises(BuildError, match="calibration= is only used by int8 builds"):
         tvm_cruise.build(model, "cruise-npu", calibration=_samples(2, 0), **args)
-    with pytest.raises(BuildError, match="calibration method 'entropy' is not known"):
+    with pytest.raises(BuildError, match="calibration method 'kl' is not known"):
         tvm_cruise.build(model, "cruise-npu", precision="int8", calibration=_samples(2, 0),
-                         calibration_method="entropy", **args)
+                         calibration_method="kl", **args)
     (tmp_path / "d").mkdir()
     with pytest.raises(BuildError, match="holds no .npy file"):
         tvm_cruise.build(model, "cruise-npu", precision="int8", calibration=tmp_path / "d",
@@ -409,3 +409,14 @@ def test_quantized_residual_epilogue_bit_exact(spec):
     want = ref.eltwise_int8(ref.eltwise_int8(t, shortcut, "add"), np.int8(q2.lo), "maximum")
     want = ref.eltwise_int8(want, np.int8(q2.hi), "minimum")
     np.testing.assert_array_equal(out.reshape(8, -1), want)
+
+
+def test_entropy_threshold():
+    rng = np.random.default_rng(0)
+    uniform = rng.uniform(0, 3, 100_000)
+    assert calibration.entropy_threshold(uniform) == pytest.approx(uniform.max(), rel=1e-2)
+    bulk = np.abs(rng.standard_normal(200_000))
+    spiky = np.concatenate([bulk, [1000.0]])  # one outlier: clipped, the bulk kept
+    threshold = calibration.entropy_threshold(spiky)
+    assert bulk.max() <= threshold < 0.2 * 1000.0
+    assert calibration.entropy_threshold(np.zeros(8)) == 0.0

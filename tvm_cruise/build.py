@@ -138,8 +138,10 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         :func:`tvm_cruise.calibration.load_calibration`). Results are cached in-process, so
         a rebuild with the same data does not calibrate again.
     calibration_method, calibration_percentile
-        ``"minmax"`` (default: the largest |x| seen) or ``"percentile"`` (that percentile of
-        |x| over the samples, default 99.99).
+        ``"minmax"`` (default: the largest |x| seen), ``"percentile"`` (that percentile of
+        |x| over the samples, default 99.99) or ``"entropy"`` (the threshold with the least
+        KL divergence between |x|'s histogram and its 128-level quantization, as TensorRT's
+        entropy calibrator).
     allow_fallback
         ``False``: fail with :class:`BuildError` listing every op that would fall back to
         the host, and why (``tvm-cruise compile --no-fallback``).

@@ -5,8 +5,10 @@
 ``.npy`` files), then, for every function the partitioner offloads, :func:`calibrate` runs
 the model in fp32 on the host with every NPU layer's output tapped (TVM's own build of the
 partitioned module, offloaded functions inlined) and records each tensor's absolute range:
-``minmax`` (the largest |x| seen) or ``percentile`` (the given percentile of |x| over all
-samples, which clips rare outliers). The NPU compiler turns the ranges into int8 scales
+``minmax`` (the largest |x| seen), ``percentile`` (the given percentile of |x| over all
+samples, which clips rare outliers) or ``entropy`` (the clipping threshold whose 128-level
+quantized histogram of |x| diverges least from the original, by Kullback-Leibler: TensorRT's
+entropy calibrator, :func:`entropy_threshold`). The NPU compiler turns the ranges into int8 scales
 (``byoc/npu/quantize.py``).
 
 Ranges are cached by (partitioned module hash, calibration data hash, method): in-process,
@@ -25,8 +27,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import BuildError, InputMismatchError
+from .verify import host_vm
 
-METHODS = ("minmax", "percentile")
+METHODS = ("minmax", "percentile", "entropy")
+ENTROPY_BINS, ENTROPY_LEVELS = 2048, 128  # histogram of |x|; int8's positive levels
 DEFAULT_PERCENTILE = 99.99
 _CACHE: dict[tuple, dict] = {}
 _CACHE_LIMIT = 32
@@ -204,13 +208,13 @@ def calibrate(merged, functions, data: CalibrationData) -> dict:
         _remember(key, stored)
         return stored
     mod, layout = _tap_module(merged, functions)
-    vm = _host_vm(mod)
+    vm = host_vm(mod)
     absolutes: list[list[np.ndarray]] = [[] for _ in layout["slots"]]
     for sample in data.samples:
         outs = vm["main"](*[tvm.runtime.tensor(a) for a in sample])
         for slot, value in enumerate(outs[1:]):
             arr = np.abs(value.numpy().astype(np.float64))
-            absolutes[slot].append(arr.ravel() if data.method == "percentile"
+            absolutes[slot].append(arr.ravel() if data.method != "minmax"
                                    else np.array([arr.max(initial=0.0)]))
     amax = [_reduce(values, data) for values in absolutes]
     ranges = {}
@@ -291,7 +295,55 @@ def _reduce(values: list[np.ndarray], data: CalibrationData) -> float:
     joined = np.concatenate(values) if values else np.zeros(1)
     if data.method == "percentile":
         return float(np.percentile(joined, data.percentile))
+    if data.method == "entropy":
+        return entropy_threshold(joined)
     return float(joined.max())
+
+
+def entropy_threshold(absolute: np.ndarray, bins: int = ENTROPY_BINS,
+                      levels: int = ENTROPY_LEVELS) -> float:
+    """The clipping threshold for ``absolute`` (|x| of a tensor over all samples) that
+    minimises KL(P || Q), TensorRT's entropy calibration: P is the histogram of |x| up to
+    the threshold with the clipped mass added to its last bin, Q the unclipped part merged
+    into ``levels`` quantization levels and spread back over the bins P holds mass in; both
+    smoothed so an empty bin costs a finite amount. Never above the largest |x|."""
+    top = float(absolute.max()) if absolute.size else 0.0
+    if top <= 0.0:
+        return 0.0
+    hist, edges = np.histogram(absolute, bins=bins, range=(0.0, top))
+    hist = hist.astype(np.float64)
+    best, best_kl = bins, np.inf
+    for i in range(levels, bins + 1):
+        p = hist[:i].copy()
+        p[-1] += hist[i:].sum()
+        groups = np.minimum(np.arange(i) // (i // levels), levels - 1)  # bin -> level
+        held = p > 0
+        mass = np.bincount(groups, weights=hist[:i], minlength=levels)
+        count = np.bincount(groups, weights=held, minlength=levels)
+        q = np.where(held, mass[groups] / np.maximum(count[groups], 1), 0.0)
+        p, q = _smooth(p), _smooth(q)
+        if p is None or q is None:
+            continue
+        kl = float(np.sum(p * np.log(p / q)))
+        if kl < best_kl:
+            best, best_kl = i, kl
+    return float(edges[best])
+
+
+def _smooth(dist: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """``dist`` normalised, each empty bin given ``eps`` taken evenly from the others (None
+    when nothing or everything is empty)."""
+    zero = dist == 0
+    n_zero, n_held = int(zero.sum()), int((~zero).sum())
+    if n_held == 0:
+        return None
+    dist = dist / dist.sum()
+    if n_zero:
+        take = eps * n_zero / n_held
+        if take >= dist[~zero].min():
+            take = 0.0
+        dist = np.where(zero, eps, dist - take)
+    return dist / dist.sum()
 
 
 def _tap_module(merged, functions):
@@ -349,22 +401,6 @@ def _tapped_call(bb, call, new_gv, taps_of, extra: list, functions: dict):
         extra.append(bb.emit(relax.TupleGetItem(result, k + 1)))
     functions[gv.name_hint] = (arg_slots, taps)
     return bb.emit(relax.TupleGetItem(result, 0))
-
-
-def _host_vm(mod):
-    """``mod`` built for this machine's CPU with the default CPU schedules."""
-    import tvm
-    from tvm import relax
-
-    from .pipeline import finalize_passes, legalize_passes, run_passes
-    from .schedules.cpu import apply_default_schedules
-
-    target = tvm.target.Target("llvm")  # calibration runs here, whatever the build's host
-    with target:
-        mod = run_passes(mod, legalize_passes())
-        mod, _ = apply_default_schedules(mod, target)
-        mod = run_passes(mod, finalize_passes(target))
-    return relax.VirtualMachine(relax.build(mod, target, relax_pipeline=None), tvm.cpu())
 
 
 def describe(data: CalibrationData) -> dict:

@@ -378,8 +378,10 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="PATH",
                    help="int8: calibration samples, an .npz (one array per input name, one "
                         "sample or a stack) or a directory of .npy files")
-    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile"],
-                   help="int8: activation range per tensor (default minmax)")
+    p.add_argument("--calibration-method", default="minmax",
+                   choices=["minmax", "percentile", "entropy"],
+                   help="int8: activation range per tensor: largest |x|, a percentile of |x|, "
+                        "or the KL-divergence (entropy) threshold (default minmax)")
     p.add_argument("--calibration-percentile", type=float, default=99.99, metavar="P",
                    help="int8 with --calibration-method percentile: the percentile of |x| "
                         "(default 99.99)")
