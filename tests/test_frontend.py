@@ -146,7 +146,7 @@ def test_not_a_model(thing):
 
 def test_missing_file_lists_bundled_models(tmp_path):
     with pytest.raises(ModelLoadError, match="neither an existing file nor a bundled model.*"
-                                             "perception-cnn, resnet18, transformer"):
+                                             "perception-cnn, resnet18, digits-cnn, transformer"):
         tvm_cruise.load_model(str(tmp_path / "nope.onnx"))
 
 
