@@ -15,7 +15,7 @@ from . import __version__
 from ._compat import installed_version
 from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
 from .calibration import describe as describe_calibration
-from .calibration import load_calibration
+from .calibration import DEFAULT_PERCENTILE, load_calibration, missing_calibration
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
@@ -84,11 +84,7 @@ def _calibration(precision: str, data: Any, imported: ImportedModel, method: str
                              f"{precision!r}); fix: pass precision='int8' or drop calibration")
         return None
     if data is None:
-        raise BuildError(
-            f"precision='int8' needs calibration data to choose the int8 scales of "
-            f"{imported.name}'s activations; fix: pass calibration= (an iterable of input "
-            "samples, an .npz file or a directory of .npy files; CLI: --calibration PATH), "
-            "or use precision='fp16'")
+        raise missing_calibration(imported.name)
     return load_calibration(data, imported.inputs, method, percentile)
 
 
@@ -99,7 +95,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           check_cuda: bool | None = None, default_schedules: bool = True,
           verify: bool | str = False, verify_tolerance: float | None = None,
           calibration: Any = None, calibration_method: str = "minmax",
-          calibration_percentile: float = 99.99) -> CompiledModel:
+          calibration_percentile: float = DEFAULT_PERCENTILE) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
     Parameters

@@ -66,6 +66,15 @@ class CalibrationData:
         return h.hexdigest()
 
 
+def missing_calibration(what: str) -> BuildError:
+    """The error for an int8 build without calibration data; ``what`` names the model or
+    accelerator."""
+    return BuildError(
+        f"precision='int8' needs calibration data to choose the int8 scales of {what}'s "
+        "activations; fix: pass calibration= (an iterable of input samples, an .npz file or "
+        "a directory of .npy files; CLI: --calibration PATH), or use precision='fp16'")
+
+
 def load_calibration(data: Any, inputs: Sequence, method: str = "minmax",
                      percentile: float = DEFAULT_PERCENTILE) -> CalibrationData:
     """Read calibration samples and check them against the model's inputs.

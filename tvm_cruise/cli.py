@@ -339,6 +339,8 @@ def _cmd_env(_args) -> int:
 
 
 def make_parser() -> argparse.ArgumentParser:
+    from .calibration import DEFAULT_PERCENTILE, METHODS
+
     parser = argparse.ArgumentParser(
         prog="tvm-cruise", description="Compile PyTorch/ONNX models for on-car accelerators "
         "with Apache TVM.")
@@ -378,13 +380,12 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration", metavar="PATH",
                    help="int8: calibration samples, an .npz (one array per input name, one "
                         "sample or a stack) or a directory of .npy files")
-    p.add_argument("--calibration-method", default="minmax",
-                   choices=["minmax", "percentile", "entropy"],
+    p.add_argument("--calibration-method", default="minmax", choices=METHODS,
                    help="int8: activation range per tensor: largest |x|, a percentile of |x|, "
                         "or the KL-divergence (entropy) threshold (default minmax)")
-    p.add_argument("--calibration-percentile", type=float, default=99.99, metavar="P",
-                   help="int8 with --calibration-method percentile: the percentile of |x| "
-                        "(default 99.99)")
+    p.add_argument("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE,
+                   metavar="P", help="int8 with --calibration-method percentile: the "
+                                     f"percentile of |x| (default {DEFAULT_PERCENTILE})")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail, listing every op that would fall back to the host and why")
     p.add_argument("--no-default-schedules", action="store_true",

@@ -87,11 +87,9 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
     if spec is None:
         return mod, AcceleratorStage(None, None, execution="host-only target")
     if precision == "int8" and calibration is None:
-        raise BuildError(
-            f"precision='int8' on {spec.name} needs calibration data to choose the int8 "
-            "scales of the activations; fix: pass calibration= (an iterable of input "
-            "samples, an .npz file or a directory of .npy files; CLI: --calibration PATH), "
-            "or use precision='fp16'")
+        from .calibration import missing_calibration
+
+        raise missing_calibration(model)
     from .byoc.npu.codegen import LoweringFailures
     from .byoc.npu.compiler import lower, total_stats
     from .byoc.partition import accelerator_functions, partition

@@ -10,6 +10,7 @@ import math
 from html import escape
 
 from .graph import HOST_COLORS, NPU_COLORS, to_svg
+from .text import _si
 from .timing import NO_SOURCE
 
 CSS = """
@@ -80,13 +81,6 @@ def _num(x, fmt: str = ".2e") -> str:
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "&minus;inf"
     return format(x, fmt)
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(int(n))
 
 
 def _table(head: list[str], rows: list[list], numeric: set[int] = frozenset(),
