@@ -29,14 +29,15 @@ from .frontend import ImportedModel, TensorInfo, load_model  # noqa: E402
 from .registration import register, register_accelerator  # noqa: E402
 from .reporting import Report, report  # noqa: E402
 from .runtime import CompiledModel, load  # noqa: E402
+from .sensitivity import SensitivityReport, sensitivity  # noqa: E402
 from .targets import list_targets  # noqa: E402
 
 register()
 
 __all__ = [
     "__version__", "build", "load", "load_model", "list_targets", "read_metadata", "register",
-    "register_accelerator", "report",
-    "CompiledModel", "ImportedModel", "Report", "TensorInfo",
+    "register_accelerator", "report", "sensitivity",
+    "CompiledModel", "ImportedModel", "Report", "SensitivityReport", "TensorInfo",
     "CruiseError", "ArtifactError", "BuildError", "DependencyError", "InputMismatchError",
     "ModelLoadError", "SpecError", "UnknownModelError", "UnknownTargetError",
     "UnsupportedOpError",

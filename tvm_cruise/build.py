@@ -20,6 +20,7 @@ from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .byoc.npu.graph import TUNABLE
+from .byoc.precision import check_layer_precision
 from .pipeline import (AcceleratorStage, accelerator_stage, finalize_passes, host_kernels,
                        prepare_passes, run_passes, verify_stage)
 from .runtime import CompiledModel
@@ -76,9 +77,9 @@ def _kernel_kinds(mod) -> dict[str, str]:
 
 
 def _calibration(precision: str, data: Any, imported: ImportedModel, method: str,
-                 percentile: float):
-    """The validated calibration data of an int8 build (None for other precisions)."""
-    if precision != "int8":
+                 percentile: float, layer_precision: Mapping[str, str]):
+    """The validated calibration data of a build with int8 layers (None for others)."""
+    if precision != "int8" and "int8" not in layer_precision.values():
         if data is not None:
             raise BuildError(f"calibration= is only used by int8 builds (precision is "
                              f"{precision!r}); fix: pass precision='int8' or drop calibration")
@@ -88,6 +89,15 @@ def _calibration(precision: str, data: Any, imported: ImportedModel, method: str
     return load_calibration(data, imported.inputs, method, percentile)
 
 
+def _extensions(calib, layer_precision: dict) -> dict:
+    out = {}
+    if calib is not None:
+        out["calibration"] = describe_calibration(calib)
+    if layer_precision:
+        out["layer_precision"] = dict(layer_precision)
+    return out
+
+
 def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           input_shapes: Mapping[str, Sequence[int]] | None = None, host: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
@@ -95,7 +105,8 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           check_cuda: bool | None = None, default_schedules: bool = True,
           verify: bool | str = False, verify_tolerance: float | None = None,
           calibration: Any = None, calibration_method: str = "minmax",
-          calibration_percentile: float = DEFAULT_PERCENTILE) -> CompiledModel:
+          calibration_percentile: float = DEFAULT_PERCENTILE,
+          layer_precision: Mapping[str, str] | None = None) -> CompiledModel:
     """Compile a model for a tvm-cruise target.
 
     Parameters
@@ -138,6 +149,14 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         |x| over the samples, default 99.99) or ``"entropy"`` (the threshold with the least
         KL divergence between |x|'s histogram and its 128-level quantization, as TensorRT's
         entropy calibrator).
+    layer_precision
+        Mixed precision: ``{layer name: "fp32" | "fp16" | "int8"}`` overrides
+        ``precision`` for the named layers (``"fp32"``: on the host; the others: on the
+        accelerator in their own programs). Names are those of the placement report (torch
+        module path, ONNX node name, FX node, ``"#N"`` for op id N; wildcards allowed); an
+        override covers the whole fused layer, and a name matching nothing is an error
+        (``tvm_cruise.byoc.precision``; ``tvm_cruise.sensitivity`` ranks the layers worth
+        keeping out of int8).
     allow_fallback
         ``False``: fail with :class:`BuildError` listing every op that would fall back to
         the host, and why (``tvm-cruise compile --no-fallback``).
@@ -176,8 +195,9 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
+    layer_precision = check_layer_precision(layer_precision)
     calib = _calibration(precision, calibration, imported, calibration_method,
-                         calibration_percentile)
+                         calibration_percentile, layer_precision)
     tvm_target = resolved.tvm_target
     logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
 
@@ -186,7 +206,8 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         mod = run_passes(imported.mod, prepare_passes())
         prepared = mod
         mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
-                                       records=logs.npu_records, calibration=calib)
+                                       records=logs.npu_records, calibration=calib,
+                                       layer_precision=layer_precision)
         checks = []
         if verify:
             checks = verify_stage(stage, resolved.accelerator, strict=verify == "strict",
@@ -227,8 +248,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                        "npu_layers_tuned": npu_tuned, "logs": logs.opened,
                        "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
             "verification": [c.to_dict() for c in checks] if verify else None,
-            "extensions": ({} if calib is None else
-                           {"calibration": describe_calibration(calib)}),
+            "extensions": _extensions(calib, layer_precision),
         }
         mod = attach_metadata(mod, metadata)
         mod = run_passes(mod, finalize_passes(tvm_target))

@@ -43,6 +43,22 @@ def _parse_shape(text: str) -> tuple[str, list[int]]:
             f"--input-shape {text!r} must look like NAME=1x3x224x224") from None
 
 
+def _parse_layer_precision(text: str) -> tuple[str, str]:
+    from .byoc.precision import LAYER_PRECISIONS
+
+    name, sep, precision = text.rpartition("=")
+    if not sep or not name or precision not in LAYER_PRECISIONS:
+        raise argparse.ArgumentTypeError(
+            f"--layer-precision {text!r} must look like NAME=PRECISION with PRECISION one of "
+            f"{', '.join(LAYER_PRECISIONS)} (e.g. conv1=fp16, 'layer4.*=fp32')")
+    return name, precision
+
+
+_LAYER_PRECISION_HELP = ("mixed precision: run the layers NAME names (placement-report name, "
+                         "wildcards, or #N for op N) in PRECISION: fp32 on the host, fp16 or "
+                         "int8 on the accelerator (repeatable)")
+
+
 def _cmd_targets(args) -> int:
     from . import list_targets
 
@@ -84,12 +100,13 @@ def _cmd_compile(args) -> int:
                 shipped_logs=not args.no_shipped_logs, precision=args.precision,
                 allow_fallback=not args.no_fallback,
                 default_schedules=not args.no_default_schedules,
-                # the build-time check compares fp16 programs with fp32 (int8: not yet)
-                verify=False if args.no_verify or args.precision == "int8" else
-                ("strict" if args.verify_strict else True),
+                # the build-time check compares fp16 programs with fp32 (int8 ones: not
+                # yet; the build says so)
+                verify=False if args.no_verify else ("strict" if args.verify_strict else True),
                 verify_tolerance=args.verify_tolerance, calibration=args.calibration,
                 calibration_method=args.calibration_method,
-                calibration_percentile=args.calibration_percentile)
+                calibration_percentile=args.calibration_percentile,
+                layer_precision=dict(args.layer_precision or ()))
     output = args.output or f"{Path(str(args.model)).stem}.{art.target}.so"
     art.export_library(output)
     print(art.describe())
@@ -114,7 +131,8 @@ def _cmd_analyze(args) -> int:
     from .byoc import analyze
 
     shapes = dict(args.input_shape) if args.input_shape else None
-    report = analyze(args.model, args.target, input_shapes=shapes, precision=args.precision)
+    report = analyze(args.model, args.target, input_shapes=shapes, precision=args.precision,
+                     layer_precision=dict(args.layer_precision or ()))
     print(report.to_json() if args.json else report.table())
     return 0
 
@@ -215,6 +233,27 @@ def _cmd_report(args) -> int:
         print(f"gate {gate.name}: {'ok' if gate.ok else 'FAILED'}: {gate.message}")
     progress(f"done in {time.perf_counter() - start:.1f} s")
     return 1 if any(not g.ok for g in gates) else 0
+
+
+def _cmd_sensitivity(args) -> int:
+    from .sensitivity import sensitivity
+
+    shapes = dict(args.input_shape) if args.input_shape else None
+    rep = sensitivity(args.model, args.target, calibration=args.calibration, data=args.data,
+                      alternative=args.alternative, samples=args.samples, layers=args.layers,
+                      calibration_method=args.calibration_method,
+                      calibration_percentile=args.calibration_percentile,
+                      input_shapes=shapes)
+    print(rep.table())
+    suggestion = rep.suggest(args.min_gain)
+    if suggestion:
+        flags = " ".join(f"--layer-precision '{k}={v}'" for k, v in suggestion.items())
+        print(f"to build with them: tvm-cruise compile {args.model} -t {args.target} "
+              f"--precision int8 --calibration {args.calibration} {flags}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _cmd_inspect(args) -> int:
@@ -386,6 +425,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE,
                    metavar="P", help="int8 with --calibration-method percentile: the "
                                      f"percentile of |x| (default {DEFAULT_PERCENTILE})")
+    p.add_argument("--layer-precision", action="append", type=_parse_layer_precision,
+                   metavar="NAME=PRECISION", help=_LAYER_PRECISION_HELP)
     p.add_argument("--no-fallback", action="store_true",
                    help="fail, listing every op that would fall back to the host and why")
     p.add_argument("--no-default-schedules", action="store_true",
@@ -408,6 +449,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("-t", "--target", default="cruise-npu")
     p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--layer-precision", action="append", type=_parse_layer_precision,
+                   metavar="NAME=PRECISION", help="fp32 or fp16 only here: " + _LAYER_PRECISION_HELP)
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_cmd_analyze)
 
@@ -445,6 +488,29 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--tuning-logs", action="append", metavar="DIR")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("sensitivity", help="int8: rank the accelerator layers by what int8 "
+                       "costs the output (one build per layer, measured in the simulator)")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("-t", "--target", default="cruise-npu", help="see `tvm-cruise targets`")
+    p.add_argument("--calibration", metavar="PATH", required=True,
+                   help="calibration samples (as for compile --precision int8)")
+    p.add_argument("--calibration-method", default="minmax", choices=METHODS)
+    p.add_argument("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE,
+                   metavar="P")
+    p.add_argument("--data", metavar="PATH", help="samples to measure on, same forms "
+                   "(default: the calibration samples; held-out data gives an unbiased "
+                   "figure)")
+    p.add_argument("--samples", type=int, default=32, help="samples used (default 32)")
+    p.add_argument("--layers", type=int, help="measure only the N largest layers by MACs")
+    p.add_argument("--alternative", default="fp16", choices=["fp16", "fp32"],
+                   help="the precision a layer is measured in: fp16 on the accelerator "
+                        "(default) or fp32 on the host")
+    p.add_argument("--min-gain", type=float, default=1.0, metavar="DB",
+                   help="suggest layers whose SQNR gain is at least this (default 1 dB)")
+    p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
+    p.add_argument("--json", metavar="OUT", help="write the ranking as JSON")
+    p.set_defaults(func=_cmd_sensitivity)
 
     p = sub.add_parser("inspect", help="print an artifact's metadata (no loading needed)")
     p.add_argument("artifact")

@@ -75,37 +75,48 @@ class AcceleratorStage:
 
 def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
                       model: str = "model", tilings: dict | None = None,
-                      records: dict | None = None, calibration=None):
+                      records: dict | None = None, calibration=None,
+                      layer_precision: dict | None = None):
     """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
     compile every offloaded function into an NPU program (``byoc.npu.compiler``).
 
     The programs run in the NPU simulator through ``<key>.run``; their statistics are
-    simulated (cycle model), recorded per function. ``precision="int8"`` needs
-    ``calibration`` (a ``calibration.CalibrationData``): every offloaded function is
-    calibrated on it in fp32 and compiled to an int8 program.
+    simulated (cycle model), recorded per function. int8 functions (``precision="int8"``,
+    or layers ``layer_precision`` sets to int8) need ``calibration`` (a
+    ``calibration.CalibrationData``): the partitioned module is calibrated on it in fp32
+    and those functions are compiled to int8 programs.
     """
     if spec is None:
+        if layer_precision:
+            raise BuildError("layer_precision= needs an accelerator target: on a host-only "
+                             "target every layer already runs in fp32; fix: drop it or "
+                             "build for an accelerator (e.g. target='cruise-npu')")
         return mod, AcceleratorStage(None, None, execution="host-only target")
-    if precision == "int8" and calibration is None:
+    wants_int8 = precision == "int8" or "int8" in (layer_precision or {}).values()
+    if wants_int8 and calibration is None:
         from .calibration import missing_calibration
 
         raise missing_calibration(model)
     from .byoc.npu.codegen import LoweringFailures
     from .byoc.npu.compiler import lower, total_stats
     from .byoc.partition import accelerator_functions, partition
+    from .byoc.precision import function_precision
     from .env import logger
 
     # What the rules accept, the NPU compiler lowers; where it cannot, those ops go back to
     # the host with the compiler's reason and the graph is partitioned again.
     refused: dict[int, str] = {}
     while True:
-        merged, report = partition(mod, spec, precision, model, refused)
+        merged, report = partition(mod, spec, precision, model, refused, layer_precision)
         functions = accelerator_functions(merged, spec)
+        int8 = [gv.name_hint for gv in functions
+                if function_precision(merged[gv], precision) == "int8"]
         ranges = None
-        if precision == "int8":
+        if int8:
             from .calibration import calibrate
 
-            ranges = calibrate(merged, functions, calibration)
+            tapped = calibrate(merged, functions, calibration)
+            ranges = {name: tapped[name] for name in int8}
         try:
             lowered, compiled = lower(merged, spec, functions, tilings, records, ranges)
             break
@@ -137,12 +148,15 @@ def verify_stage(stage: AcceleratorStage, spec: AcceleratorSpec, strict: bool = 
 
     if spec is None or not stage.functions:
         return []
-    if stage.precision == "int8":
+    pairs = [(gv, c) for gv, c in zip(stage.functions, stage.compiled)
+             if c.input_scales is None]
+    if len(pairs) < len(stage.functions):
         from .env import logger
 
-        logger.warning("verify: the build-time check compares fp16 programs; %s's int8 "
-                       "programs are not verified (compare the model's outputs instead)",
-                       model)
+        logger.warning("verify: the build-time check compares fp16 programs; %s's %d int8 "
+                       "program(s) are not verified (compare the model's outputs instead)",
+                       model, len(stage.functions) - len(pairs))
+    if not pairs:
         return []
     names = {}
     for index, gv in enumerate(stage.functions):
@@ -151,7 +165,8 @@ def verify_stage(stage: AcceleratorStage, spec: AcceleratorSpec, strict: bool = 
             first, last = ops[0].name, ops[-1].name
             names[gv.name_hint] = first if first == last else f"{first} .. {last}"
     checks = verify.verify_functions(
-        stage.partitioned, stage.functions, stage.compiled, spec, names=names,
+        stage.partitioned, [gv for gv, _ in pairs], [c for _, c in pairs], spec, names=names,
+        indices=[stage.functions.index(gv) for gv, _ in pairs],
         tolerance=verify.DEFAULT_TOLERANCE if tolerance is None else tolerance)
     verify.enforce(checks, strict, model)
     return checks

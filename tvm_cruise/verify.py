@@ -137,7 +137,8 @@ def rel_err(out, ref) -> float:
 
 def verify_functions(partitioned, functions, compiled, spec, *,
                      tolerance: float = DEFAULT_TOLERANCE, seed: int = 0,
-                     names: dict | None = None) -> list[FunctionCheck]:
+                     names: dict | None = None,
+                     indices: list[int] | None = None) -> list[FunctionCheck]:
     """Compare every offloaded function's NPU program with TVM's fp32 host build of it.
 
     Parameters
@@ -147,6 +148,8 @@ def verify_functions(partitioned, functions, compiled, spec, *,
         functions, ``compiled`` their NPU programs (``npu.compiler.lower``), same order.
     names
         ``{function name: "first layer .. last layer"}`` for the report.
+    indices
+        Each function's index in the placement report (default: its position here).
     """
     from .byoc.npu.simulator import Simulator
 
@@ -182,7 +185,8 @@ def verify_functions(partitioned, functions, compiled, spec, *,
             half = _as_list(fp16_vm()[gv.name_hint](*[tvm.runtime.tensor(x) for x in inputs]))
             floor = max(rel_err(h, r) for h, r in zip(half, ref))
         bound = tolerance if floor is None else max(tolerance, 2 * floor)
-        checks.append(FunctionCheck(f"f{index}", gv.name_hint,
+        label = f"f{index if indices is None else indices[index]}"
+        checks.append(FunctionCheck(label, gv.name_hint,
                                     (names or {}).get(gv.name_hint, _layers(fn)),
                                     error, floor, bound, bool(error <= bound)))
     return checks

@@ -4,6 +4,7 @@
 - ``patterns``: fused pattern tables generated from a spec, checked by the rules
 - ``fold``: BatchNorm folded into the preceding conv (with or without bias)
 - ``partition``: FuseOpsByPattern + MergeCompositeFunctions, precision policy
+- ``precision``: per-layer precision overrides by name (mixed precision)
 - ``report``: the placement report (``art.placement``, ``analyze``)
 - ``npu``: the NPU program compiler, instruction set, simulator and runtime
 
@@ -22,9 +23,12 @@ __all__ = ["analyze", "OpPlacement", "PlacementReport", "RULES", "Violation", "v
 
 
 def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
-            input_shapes=None, precision: str = "fp16", name: str | None = None
-            ) -> PlacementReport:
+            input_shapes=None, precision: str = "fp16", name: str | None = None,
+            layer_precision: dict | None = None) -> PlacementReport:
     """Where every op of ``model`` would run on ``target``, and why, without building.
+
+    ``layer_precision`` overrides layers as in :func:`tvm_cruise.build` (fp32 / fp16 here:
+    int8 layers need calibration data, so only a build places them).
 
     Examples
     --------
@@ -46,5 +50,6 @@ def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = Non
     with resolved.tvm_target:
         mod = run_passes(imported.mod, prepare_passes())
         # the same stage a build runs: what the NPU compiler cannot lower is on the host here
-        _, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
+        _, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
+                                     layer_precision=layer_precision)
     return stage.placement

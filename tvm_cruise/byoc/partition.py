@@ -25,6 +25,8 @@ from ..errors import BuildError
 from ..targets.spec import AcceleratorSpec
 from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR, REFUSED_OPS
 from .patterns import register as register_patterns
+from .precision import (HOST_PRECISION, Override, check_layer_precision, mark_composites,
+                        pattern_name, resolve, restore_codegen, spread_to_layers)
 from .report import HOST, OpPlacement, PlacementReport
 from .rewrite import rebuild_main
 from .rules import (DTYPE_BYTES, PRECISIONS, RULES, family_of, macs, static_shape,
@@ -110,32 +112,54 @@ def accelerator_functions(mod, spec: AcceleratorSpec) -> list:
 
 
 def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = "model",
-              refused: dict[int, str] | None = None):
+              refused: dict[int, str] | None = None,
+              layer_precision: dict[str, str] | None = None):
     """Split ``mod`` for ``spec``: returns ``(partitioned_mod, PlacementReport)``.
 
     The partitioned module still computes in fp32; the NPU compiler converts it.
     ``refused`` maps op ids the NPU compiler could not lower to why: they stay on the host.
+    ``layer_precision`` ({name: precision}, ``byoc.precision``) overrides the precision of
+    the layers it names: fp32 ones stay on the host, others form accelerator functions of
+    their own precision (attribute ``precision.PRECISION_ATTR``).
     """
     if precision not in PRECISIONS:
         raise BuildError(f"precision {precision!r} is not supported; use one of "
                          f"{', '.join(PRECISIONS)}")
     refused = dict(refused or {})
     tagged = tag_ops(mod)
+    overrides: dict[int, Override] = {}
+    layer_precision = check_layer_precision(layer_precision)
+    if layer_precision:
+        calls = _op_calls(tagged["main"])
+        named = {op_id(c): op_source(c) for c in calls}
+        overrides = resolve([(i, s, n) for i, (s, n) in named.items()], layer_precision,
+                            spec.name)
+        # an override names a layer: learn the layers, then give each its override
+        layers = _fuse(tagged, spec, precision, set(refused))
+        overrides = spread_to_layers(layers, overrides,
+                                     {i: s or n for i, (s, n) in named.items()})
+    host = {i for i, o in overrides.items() if o.precision == HOST_PRECISION}
+    fused = _fuse(tagged, spec, precision, set(refused) | host)
+    fused = mark_composites(fused, overrides, precision)
+    merged = restore_codegen(relax.transform.MergeCompositeFunctions()(fused), spec.key)
+    report = placement_report(tagged, merged, spec, precision, model, refused, overrides)
+    return merged, report
+
+
+def _fuse(tagged, spec: AcceleratorSpec, precision: str, refused: set):
     token = ACTIVE_PRECISION.set(precision)
     token_refused = REFUSED_OPS.set(frozenset(refused))
     try:
-        fused = relax.transform.FuseOpsByPattern(
+        return relax.transform.FuseOpsByPattern(
             patterns_for(spec), bind_constants=True, annotate_codegen=False)(tagged)
     finally:
         ACTIVE_PRECISION.reset(token)
         REFUSED_OPS.reset(token_refused)
-    merged = relax.transform.MergeCompositeFunctions()(fused)
-    report = placement_report(tagged, merged, spec, precision, model, refused)
-    return merged, report
 
 
 def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
-                     model: str, refused: dict[int, str] | None = None) -> PlacementReport:
+                     model: str, refused: dict[int, str] | None = None,
+                     overrides: dict[int, Override] | None = None) -> PlacementReport:
     functions = accelerator_functions(merged, spec)
     where: dict[int, tuple[int, str]] = {}
     for index, gv in enumerate(functions):
@@ -143,7 +167,7 @@ def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
             if isinstance(expr, relax.Function) and expr.attrs is not None and \
                     OP_IDS_ATTR in expr.attrs:
                 for idx in str(expr.attrs[OP_IDS_ATTR]).split(","):
-                    where[int(idx)] = (index, str(expr.attrs["Composite"]))
+                    where[int(idx)] = (index, pattern_name(str(expr.attrs["Composite"])))
 
         relax.analysis.post_order_visit(merged[gv].body, visit)
 
@@ -153,9 +177,15 @@ def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
         path, node = op_source(call)
         entry = OpPlacement(id=idx, source=path, node=node, op=call.op.name, device=HOST,
                             macs=macs(call))
+        override = (overrides or {}).get(idx)
         if idx in where:
             entry.device = spec.name
             entry.function, entry.pattern = where[idx]
+            if override is not None and override.precision != precision:
+                entry.precision = override.precision
+        elif override is not None and override.precision == HOST_PRECISION:
+            entry.rules = ["precision-override"]
+            entry.reasons = [RULES["precision-override"].message(spec, why=override.reason())]
         elif refused and idx in refused:
             entry.rules = ["npu-compiler"]
             entry.reasons = [RULES["npu-compiler"].message(

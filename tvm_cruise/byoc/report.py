@@ -24,6 +24,7 @@ class OpPlacement:
     macs: int = 0
     rules: list[str] = field(default_factory=list)
     reasons: list[str] = field(default_factory=list)
+    precision: str | None = None  # accelerator ops in another precision than the build's
 
     @property
     def name(self) -> str:
@@ -104,7 +105,8 @@ class PlacementReport:
         """The report for a terminal: one row per op, then the summary."""
         rows = [("#", "operator", "relax op", "device", "fn", "MACs", "reason")]
         for o in self.ops[:max_rows] if max_rows else self.ops:
-            rows.append((str(o.id), o.name, o.op.replace("relax.", ""), o.device,
+            device = f"{o.device} ({o.precision})" if o.precision else o.device
+            rows.append((str(o.id), o.name, o.op.replace("relax.", ""), device,
                          "" if o.function is None else f"f{o.function}",
                          _si(o.macs) if o.macs else "", "; ".join(o.reasons)))
         widths = [max(len(r[i]) for r in rows) for i in range(6)]

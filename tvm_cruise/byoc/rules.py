@@ -80,6 +80,8 @@ RULES = {r.id: r for r in (
     # The op runs on the host; a property test keeps this empty for accepted configurations.
     Rule("npu-compiler", "{acc}: the NPU compiler cannot lower this {op} ({why}); it runs on "
                          "the host"),
+    # Not a spec limit: the user asked for this layer in fp32 (build(layer_precision=)).
+    Rule("precision-override", "{acc}: {why}"),
 )}
 
 

@@ -66,7 +66,8 @@ class CompiledFunction:
         stats["array_macs"], stats["macs"] = stats["macs"], useful
         stats["utilization"] = round(useful / (self.stats.cycles * peak), 6) \
             if self.stats.cycles else 0.0
-        return {"function": self.name, "spec_hash": self.program.spec_hash,
+        return {"function": self.name, "dtype": self.graph.dtype,
+                "spec_hash": self.program.spec_hash,
                 "content_hash": self.program.content_hash,
                 "bytes": len(self.program.to_bytes()),
                 "instructions": len(self.program.instructions),
@@ -131,7 +132,7 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
     Raises ``LoweringFailures`` listing every layer (of every function) that cannot lower.
 
     ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records;
-    ``ranges``: {function name: FunctionRanges} for int8 programs (None: fp16).
+    ``ranges``: {function name: FunctionRanges} of the int8 programs (the others: fp16).
     """
     from ..partition import _without
     from ..rewrite import rebuild_main
@@ -141,7 +142,7 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
         try:
             compiled[gv] = compile_function(
                 mod[gv], spec, gv.name_hint, (tilings or {}).get(gv.name_hint), records,
-                None if ranges is None else ranges[gv.name_hint])
+                (ranges or {}).get(gv.name_hint))
         except LoweringFailures as err:  # keep going: report every function's failures
             failures += err.failures
     if failures:
