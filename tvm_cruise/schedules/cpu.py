@@ -12,6 +12,15 @@ The rule, per block of each kernel (after inlining what can be inlined, e.g. pad
   the reduction loops and vectorized (conv: output columns; matmul: output columns), the
   reduction's init split off first.
 
+A kernel with one reduction block that reuses an operand across a spatial loop
+(convolutions: the input across output channels; matmuls: the weight across rows) gets a
+register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x`` outputs
+(``f`` up to 8 output channels or rows, ``x`` one vector of output columns) accumulates in
+registers over the whole reduction, each input vector loaded once for all ``f``; the
+epilogue (bias, activation, residual) is applied as the tile is written out; padding is
+computed once (inlined, its bounds checks would stop the vectorization). Narrow rows take
+a vector of a divisor of their width (ResNet-18's 7-column rows: 7 lanes, not a masked 8).
+
 Every output element still accumulates its reduction in the same order as the
 unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
 kernel does not allow is skipped; a kernel the rule cannot schedule at all keeps TVM's
@@ -32,13 +41,17 @@ _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
 
 
 def _vector_lanes(target) -> int:
-    """fp32 lanes of one vector register of ``target``'s CPU."""
-    feats = " ".join(str(target.attrs.get(k, "")) for k in ("mcpu", "mattr", "mtriple"))
-    if "avx512" in feats or any(cpu in feats for cpu in ("znver4", "znver5", "skylake-avx512",
-                                                        "sapphirerapids", "icelake")):
-        return 16
-    return 8 if ("x86" in feats or "znver" in feats or "haswell" in feats
-                 or not feats.strip()) else 4
+    """fp32 lanes of one vector register of ``target``'s CPU (LLVM's view of its features:
+    AVX-512 16, AVX2 / AVX 8, otherwise 4, e.g. NEON)."""
+    from tvm.target.codegen import target_has_features
+
+    for feature, lanes in (("avx512f", 16), ("avx2", 8), ("avx", 8)):
+        try:
+            if target_has_features(feature, target):
+                return lanes
+        except Exception:  # noqa: BLE001 - a target LLVM cannot describe
+            break
+    return 4
 
 
 def _cores(target) -> int:
@@ -144,8 +157,108 @@ def _parallel(sch, loops) -> bool:
     return done and _try("parallel", sch.parallel, fused)[0]
 
 
+def _row_block(extent: int, lanes: int) -> int | None:
+    """Vector length for an output row of ``extent``: ``lanes`` when it divides the row,
+    else its largest divisor in [lanes/4, lanes) (no masked tail: ResNet-18's 7-column
+    rows take 7 lanes), else None."""
+    if extent % lanes == 0:
+        return lanes
+    return next((d for d in range(lanes - 1, max(lanes // 4, 2) - 1, -1) if extent % d == 0),
+                None)
+
+
+def _blocked_plan(sch, block, lanes: int):
+    """``(reuse loop index, its block, row block)`` for register blocking, or None.
+
+    The block must be spatial loops then reduction loops, with a vectorizable last spatial
+    loop (the row), a read that does not move along the row (broadcast to the vector: a
+    conv's weight) and another spatial loop (``f``) that no read moving along the row
+    moves along (those vectors are loaded once for the whole ``f`` block: a conv's input
+    across output channels, a matmul's right operand across rows)."""
+    loops = sch.get_loops(block)
+    roles = _loop_roles(sch, loops)
+    if roles is None or _REDUCE not in roles:
+        return None
+    n_spatial = roles.index(_REDUCE)
+    if n_spatial < 2 or any(r != _REDUCE for r in roles[n_spatial:]):
+        return None
+    row = loops[n_spatial - 1]
+    row_extent = _extent(sch, row)
+    xb = _row_block(row_extent, lanes) if row_extent else None
+    if xb is None or not _contiguous_in(sch, loops, row):
+        return None
+    realize = _realize(sch, loops)
+
+    def bound(loop):
+        var = sch.get(loop).loop_var
+        return [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+                if _uses(value, var)]
+
+    def independent(region, loop) -> bool:
+        return not any(_uses(r.min, v) for r in region.region for v in bound(loop))
+
+    reads = list(realize.block.reads)
+    vectors = [r for r in reads if not independent(r, row)]   # loaded as vectors
+    if len(vectors) == len(reads):  # nothing to broadcast against them
+        return None
+    for index in range(n_spatial - 2, -1, -1):
+        extent = _extent(sch, loops[index]) or 0
+        fb = next((d for d in range(8, 1, -1) if extent % d == 0), None)
+        if fb and all(independent(r, loops[index]) for r in vectors):
+            return index, fb, xb
+    return None
+
+
+def _blocked_schedule(func: tirx.PrimFunc, lanes: int, cores: int) -> tirx.PrimFunc | None:
+    """The register-blocked schedule of a one-reduction kernel (module docstring), or None
+    when the kernel has no such block."""
+    sch = tvm.s_tir.Schedule(func, debug_mask=0)
+    root = sch.get_sblock("root")
+    blocks = list(sch.get_child_blocks(root))
+    reductions = [b for b in blocks
+                  if _REDUCE in (_loop_roles(sch, sch.get_loops(b)) or [])]
+    if len(reductions) != 1:
+        return None
+    (red,) = reductions
+    plan = _blocked_plan(sch, red, lanes)
+    if plan is None:
+        return None
+    f_index, fb, xb = plan
+    out = sch.cache_write(red, 0, "local")
+    keep = [sch.get(red), sch.get(out)]
+    for block in reversed(list(sch.get_child_blocks(root))):
+        if not any(sch.get(block).same_as(k) for k in keep):
+            _try("reverse_compute_inline", sch.reverse_compute_inline, block)
+    loops = sch.get_loops(red)
+    roles = _loop_roles(sch, loops)
+    n_spatial = roles.index(_REDUCE)
+    spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
+    f_outer, f_inner = sch.split(spatial[f_index], [None, fb])
+    x_outer, x_inner = sch.split(spatial[-1], [None, xb])
+    outer = [f_outer if i == f_index else lp for i, lp in enumerate(spatial[:-1])]
+    sch.reorder(*outer, x_outer, *reduce, f_inner, x_inner)
+    sch.reverse_compute_at(out, x_outer)
+    if not _parallel(sch, outer):
+        return None
+    sch.vectorize(x_inner)
+    sch.unroll(f_inner)
+    init = sch.decompose_reduction(red, reduce[0])
+    for block in (init, out):
+        _try("vectorize", sch.vectorize, sch.get_loops(block)[-1])
+    done = [sch.get(b) for b in (red, init, out)]
+    for block in sch.get_child_blocks(root):  # padding, epilogues that stayed apart
+        if not any(sch.get(block).same_as(d) for d in done):
+            _schedule_block(sch, block, lanes, cores)
+    (new,) = sch.mod.functions.values()
+    return new
+
+
 def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     """``func`` with the default CPU schedule, or None where no step applies."""
+    lanes, cores = _vector_lanes(target), _cores(target)
+    done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, cores)
+    if done and blocked is not None:
+        return _mark(blocked, func)
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     while True:  # producers (padding, element-wise) into their consumers, one at a time
@@ -156,12 +269,16 @@ def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
             break
     for block in reversed(list(sch.get_child_blocks(root))):
         _try("reverse_compute_inline", sch.reverse_compute_inline, block)
-    lanes, cores = _vector_lanes(target), _cores(target)
     scheduled = [_schedule_block(sch, block, lanes, cores)
                  for block in sch.get_child_blocks(root)]
     if not any(scheduled):
         return None
     (new,) = sch.mod.functions.values()
+    return _mark(new, func)
+
+
+def _mark(new: tirx.PrimFunc, func: tirx.PrimFunc) -> tirx.PrimFunc:
+    """``new`` with ``func``'s attributes and the default-schedule mark."""
     for key, value in (func.attrs.items() if func.attrs is not None else []):
         new = new.with_attr(key, value)
     return new.with_attr(ATTR, True)
