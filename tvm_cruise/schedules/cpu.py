@@ -40,18 +40,23 @@ ATTR = "tvm_cruise.default_schedule"
 _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
 
 
-def _vector_lanes(target) -> int:
-    """fp32 lanes of one vector register of ``target``'s CPU (LLVM's view of its features:
-    AVX-512 16, AVX2 / AVX 8, otherwise 4, e.g. NEON)."""
+def _vector_shape(target) -> tuple[int, int]:
+    """``(lanes, tile)``: fp32 lanes per vector register, and how many vector accumulators
+    a register tile may hold (half the vector registers: 16 of AVX-512's and AArch64's 32,
+    8 of AVX2's 16; the rest hold the loaded vector and the broadcast operands)."""
     from tvm.target.codegen import target_has_features
 
-    for feature, lanes in (("avx512f", 16), ("avx2", 8), ("avx", 8)):
+    def has(feature: str) -> bool:
         try:
-            if target_has_features(feature, target):
-                return lanes
+            return bool(target_has_features(feature, target))
         except Exception:  # noqa: BLE001 - a target LLVM cannot describe
-            break
-    return 4
+            return False
+
+    if has("avx512f"):
+        return 16, 16
+    if has("avx2") or has("avx"):
+        return 8, 8
+    return 4, 16 if has("neon") else 8
 
 
 def _cores(target) -> int:
@@ -167,7 +172,7 @@ def _row_block(extent: int, lanes: int) -> int | None:
                 None)
 
 
-def _blocked_plan(sch, block, lanes: int):
+def _blocked_plan(sch, block, lanes: int, tile: int):
     """``(reuse loop index, its block, row block)`` for register blocking, or None.
 
     The block must be spatial loops then reduction loops, with a vectorizable last spatial
@@ -203,13 +208,14 @@ def _blocked_plan(sch, block, lanes: int):
         return None
     for index in range(n_spatial - 2, -1, -1):
         extent = _extent(sch, loops[index]) or 0
-        fb = next((d for d in range(8, 1, -1) if extent % d == 0), None)
+        fb = next((d for d in range(tile, 1, -1) if extent % d == 0), None)
         if fb and all(independent(r, loops[index]) for r in vectors):
             return index, fb, xb
     return None
 
 
-def _blocked_schedule(func: tirx.PrimFunc, lanes: int, cores: int) -> tirx.PrimFunc | None:
+def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
+                      ) -> tirx.PrimFunc | None:
     """The register-blocked schedule of a one-reduction kernel (module docstring), or None
     when the kernel has no such block."""
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
@@ -220,7 +226,7 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, cores: int) -> tirx.PrimF
     if len(reductions) != 1:
         return None
     (red,) = reductions
-    plan = _blocked_plan(sch, red, lanes)
+    plan = _blocked_plan(sch, red, lanes, tile)
     if plan is None:
         return None
     f_index, fb, xb = plan
@@ -255,8 +261,9 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, cores: int) -> tirx.PrimF
 
 def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     """``func`` with the default CPU schedule, or None where no step applies."""
-    lanes, cores = _vector_lanes(target), _cores(target)
-    done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, cores)
+    (lanes, tile), cores = _vector_shape(target), _cores(target)
+    done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile,
+                         cores)
     if done and blocked is not None:
         return _mark(blocked, func)
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
