@@ -18,8 +18,10 @@ register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x`
 (``f`` up to 8 output channels or rows, ``x`` one vector of output columns) accumulates in
 registers over the whole reduction, each input vector loaded once for all ``f``; the
 epilogue (bias, activation, residual) is applied as the tile is written out; padding is
-computed once (inlined, its bounds checks would stop the vectorization). Narrow rows take
-a vector of a divisor of their width (ResNet-18's 7-column rows: 7 lanes, not a masked 8).
+computed once (inlined, its bounds checks would stop the vectorization) and, for a
+strided convolution, stored split by phase so that its strided reads become contiguous
+vectors. Narrow rows take a vector of a divisor of their width (ResNet-18's 7-column
+rows: 7 lanes, not a masked 8).
 
 Every output element still accumulates its reduction in the same order as the
 unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
@@ -173,7 +175,9 @@ def _row_block(extent: int, lanes: int) -> int | None:
 
 
 def _blocked_plan(sch, block, lanes: int, tile: int):
-    """``(reuse loop index, its block, row block)`` for register blocking, or None.
+    """``(reuse loop index, its block, row block, strided reads)`` for register blocking,
+    or None; strided reads are ``(buffer, stride)`` of vector operands read with a stride
+    along the row (a strided conv's input).
 
     The block must be spatial loops then reduction loops, with a vectorizable last spatial
     loop (the row), a read that does not move along the row (broadcast to the vector: a
@@ -210,8 +214,38 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
         extent = _extent(sch, loops[index]) or 0
         fb = next((d for d in range(tile, 1, -1) if extent % d == 0), None)
         if fb and all(independent(r, loops[index]) for r in vectors):
-            return index, fb, xb
+            return index, fb, xb, _strided(vectors, bound(row))
     return None
+
+
+def _strided(regions, row_vars) -> list[tuple]:
+    """``(buffer, stride)`` of the regions whose last axis moves along the row by more than
+    one element per step."""
+    from tvm.sym.pattern import detect_linear_equation
+
+    out = []
+    for region in regions:
+        for var in row_vars:
+            coeffs = detect_linear_equation(region.region[-1].min, [var])
+            if len(coeffs) == 2 and isinstance(coeffs[0], tirx.IntImm) and \
+                    int(coeffs[0]) > 1:
+                out.append((region.source, int(coeffs[0])))
+    return out
+
+
+def _phase_split(sch, root, buffer, stride: int) -> None:
+    """Store ``buffer`` (an intermediate, e.g. a strided conv's padded input) with its last
+    axis split by phase (``x -> (x % stride, x // stride)``): the strided reads of each
+    phase become contiguous vectors instead of gathers."""
+    for block in sch.get_child_blocks(root):
+        writes = sch.get(block).writes
+        if len(writes) == 1 and writes[0].source.same_as(buffer):
+            shape = buffer.ty.shape
+            index_map = tirx.IndexMap.from_func(
+                lambda *i: (*i[:-1], i[-1] % stride, i[-1] // stride), ndim=len(shape),
+                index_dtype=str(shape[-1].ty))
+            _try("phase split", sch.transform_layout, block, ("write", 0), index_map, 0.0)
+            return
 
 
 def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
@@ -229,7 +263,9 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
     plan = _blocked_plan(sch, red, lanes, tile)
     if plan is None:
         return None
-    f_index, fb, xb = plan
+    f_index, fb, xb, strided = plan
+    for buffer, stride in strided:
+        _phase_split(sch, root, buffer, stride)
     out = sch.cache_write(red, 0, "local")
     keep = [sch.get(red), sch.get(out)]
     for block in reversed(list(sch.get_child_blocks(root))):
