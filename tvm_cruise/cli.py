@@ -256,6 +256,19 @@ def _cmd_sensitivity(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .benchmark import benchmark
+
+    res = benchmark(args.model, tuning_logs=args.tuning_logs, repeat=args.repeat,
+                    rounds=args.rounds, skip=tuple(args.skip or ()),
+                    progress=lambda msg: print(f"tvm-cruise bench: {msg}", file=sys.stderr))
+    print(res.table())
+    if args.json:
+        Path(args.json).write_text(json.dumps(res.to_dict(), indent=2))
+        print(f"wrote {args.json}")
+    return 1 if any(r.status == "WRONG" for r in res.results) else 0
+
+
 def _cmd_inspect(args) -> int:
     from . import read_metadata
     from .artifact import describe
@@ -511,6 +524,19 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
     p.add_argument("--json", metavar="OUT", help="write the ranking as JSON")
     p.set_defaults(func=_cmd_sensitivity)
+
+    p = sub.add_parser("bench", help="host latency vs PyTorch, torch.compile, ONNX Runtime "
+                       "and untuned TVM in one interleaved run (measured; outputs checked)")
+    p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
+    p.add_argument("--tuning-logs", action="append", metavar="DIR",
+                   help="records for the tvm-tuned system (with the shipped ones)")
+    p.add_argument("--repeat", type=int, default=20, help="runs per system and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--skip", action="append", metavar="SYSTEM",
+                   help="leave a system out (repeatable): pytorch, torch.compile, "
+                        "onnxruntime, tvm-untuned, tvm-default, tvm-tuned")
+    p.add_argument("--json", metavar="OUT", help="write the results as JSON")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("inspect", help="print an artifact's metadata (no loading needed)")
     p.add_argument("artifact")
