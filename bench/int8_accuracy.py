@@ -3,10 +3,11 @@
 For each reference model (seeded weights, untrained) and accelerator: calibrate on
 ``--calib`` seeded standard-normal samples (min/max), evaluate on ``--eval`` other seeded
 samples, and print the worst cosine similarity and SQNR of the int8 and fp16 builds against
-PyTorch fp32, the share of MACs each build keeps on the NPU, and the NPU cycles (simulated
-by the cycle model, not measured).
+PyTorch fp32, for classifiers ([batch, classes] outputs) the top-1 agreement with PyTorch
+over the evaluation samples, the share of MACs each build keeps on the NPU, and the NPU
+cycles (simulated by the cycle model, not measured).
 
-    python bench/int8_accuracy.py [--models perception-cnn resnet18] [--calib 16] [--eval 4]
+    python bench/int8_accuracy.py [--models perception-cnn resnet18] [--calib 16] [--eval 32]
 
 Then the trained ``digits-cnn`` on its 360 held-out digits: top-1 and agreement with
 PyTorch of the fp32 host build and of the fp16 and int8 NPU builds (int8 calibrated on the
@@ -41,10 +42,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["perception-cnn", "resnet18"])
     parser.add_argument("--targets", nargs="+", default=["cruise-npu", "cruise-npu-lite"])
     parser.add_argument("--calib", type=int, default=16)
-    parser.add_argument("--eval", type=int, default=4)
+    parser.add_argument("--eval", type=int, default=32)
     args = parser.parse_args()
     print(f"{'model':15s} {'target':16s} {'prec':5s} {'min cos':>9s} {'min SQNR dB':>12s} "
-          f"{'NPU MACs':>9s} {'NPU cycles (sim)':>17s}")
+          f"{'top-1 agree':>11s} {'NPU MACs':>9s} {'NPU cycles (sim)':>17s}")
     for name in args.models:
         module, inputs = models.get(name)
         shape = tuple(inputs[0].shape)
@@ -58,11 +59,15 @@ def main() -> None:
                 extra = {"calibration": calib} if precision == "int8" else {}
                 art = tvm_cruise.build(module, target, example_inputs=inputs, name=name,
                                        precision=precision, **extra)
-                scores = [agreement(art.run(x), w) for x, w in zip(evals, wants)]
+                outs = [art.run(x) for x in evals]
+                scores = [agreement(o, w) for o, w in zip(outs, wants)]
                 cycles = art.metadata["accelerator"]["totals"]["cycles"]
+                top1 = "-"
+                if wants[0].ndim == 2 and wants[0].shape[1] > 1:  # a classifier's logits
+                    top1 = f"{np.mean([int(o.argmax()) == int(w.argmax()) for o, w in zip(outs, wants)]):.1%}"
                 print(f"{name:15s} {target:16s} {precision:5s} "
                       f"{min(c for c, _ in scores):9.5f} {min(s for _, s in scores):12.1f} "
-                      f"{npu_share(art):9.1%} {cycles:17,d}")
+                      f"{top1:>11s} {npu_share(art):9.1%} {cycles:17,d}")
     trained_top1(args.targets)
 
 
