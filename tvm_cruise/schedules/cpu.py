@@ -267,10 +267,13 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
     for buffer, stride in strided:
         _phase_split(sch, root, buffer, stride)
     out = sch.cache_write(red, 0, "local")
-    keep = [sch.get(red), sch.get(out)]
+    keep = (sch.get(red).name_hint, sch.get(out).name_hint)
     for block in reversed(list(sch.get_child_blocks(root))):
-        if not any(sch.get(block).same_as(k) for k in keep):
+        if sch.get(block).name_hint not in keep:
             _try("reverse_compute_inline", sch.reverse_compute_inline, block)
+    last = sch.get(sch.get_child_blocks(root)[-1]).name_hint
+    if last != keep[1]:  # an epilogue stayed apart (a tensor it reads twice): the tile's
+        return None      # write-out would not be the last step
     loops = sch.get_loops(red)
     roles = _loop_roles(sch, loops)
     n_spatial = roles.index(_REDUCE)
