@@ -15,7 +15,8 @@ from . import __version__
 from ._compat import installed_version
 from .artifact import FORMAT_NAME, FORMAT_VERSION, attach_metadata
 from .calibration import describe as describe_calibration
-from .calibration import DEFAULT_PERCENTILE, load_calibration, missing_calibration
+from .calibration import (DEFAULT_PERCENTILE, CalibrationData, load_calibration,
+                          missing_calibration, model_ranges)
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
@@ -78,15 +79,28 @@ def _kernel_kinds(mod) -> dict[str, str]:
 
 def _calibration(precision: str, data: Any, imported: ImportedModel, method: str,
                  percentile: float, layer_precision: Mapping[str, str]):
-    """The validated calibration data of a build with int8 layers (None for others)."""
+    """The validated calibration of a build with int8 layers (None for others).
+
+    A QDQ model (``imported.quantization``) brings its own ranges: without ``data`` they
+    are the calibration; with ``data`` they win and the samples fill what they miss."""
     if precision != "int8" and "int8" not in layer_precision.values():
         if data is not None:
             raise BuildError(f"calibration= is only used by int8 builds (precision is "
                              f"{precision!r}); fix: pass precision='int8' or drop calibration")
+        if imported.quantization is not None:
+            logger.info("%s is a quantized (QDQ) model built in %s: its float equivalent "
+                        "runs (dequantized weights); precision='int8' uses its own scales",
+                        imported.name, precision)
         return None
     if data is None:
-        raise missing_calibration(imported.name)
-    return load_calibration(data, imported.inputs, method, percentile)
+        ranges = model_ranges(imported)
+        if ranges is None:
+            raise missing_calibration(imported.name)
+        return ranges
+    calib = load_calibration(data, imported.inputs, method, percentile)
+    if isinstance(calib, CalibrationData):
+        return model_ranges(imported, fallback=calib) or calib
+    return calib
 
 
 def _extensions(calib, layer_precision: dict) -> dict:
@@ -143,7 +157,9 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         int8 only: input samples to calibrate the activation ranges on (an iterable of
         samples, an ``.npz`` path or a directory of ``.npy`` files; see
         :func:`tvm_cruise.calibration.load_calibration`). Results are cached in-process, so
-        a rebuild with the same data does not calibrate again.
+        a rebuild with the same data does not calibrate again. A QDQ ONNX model (ONNX
+        Runtime's ``quantize_static``) needs none: its own scales are used (samples given
+        too fill in the tensors it does not quantize).
     calibration_method, calibration_percentile
         ``"minmax"`` (default: the largest |x| seen), ``"percentile"`` (that percentile of
         |x| over the samples, default 99.99) or ``"entropy"`` (the threshold with the least

@@ -15,6 +15,10 @@ Ranges are cached by (partitioned module hash, calibration data hash, method): i
 and in ``TVM_CRUISE_CALIBRATION_CACHE`` (a directory of JSON files) when it is set, so
 rebuilding the same model with the same data (in another process, with another tuning
 log that does not move the partition) does not run calibration again.
+
+A quantized model brings its own ranges: :func:`model_ranges` turns the quantization a QDQ
+ONNX model records (``ImportedModel.quantization``) into :class:`ModelRanges`, which
+:func:`calibrate` takes in place of samples (:func:`ranges_from_model`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from .env import logger
 from .errors import BuildError, InputMismatchError
 from .verify import host_vm
 
@@ -66,6 +71,63 @@ class CalibrationData:
         return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class ModelRanges:
+    """The activation ranges a quantized (QDQ) model records, as calibration.
+
+    ``quantization`` is the model's record (``onnx_prep.QdqRanges``), ``input_names`` the
+    model's inputs in order (``main``'s parameters). ``fallback``: calibration samples that
+    fill in what the model does not record (tapped ranges, :func:`calibrate`); without
+    them a layer whose output the model does not quantize runs on the host, with the
+    reason. Make one with :func:`model_ranges`.
+    """
+
+    quantization: Any  # onnx_prep.QdqRanges
+    input_names: tuple[str, ...]
+    fallback: CalibrationData | None = None
+
+    def digest(self) -> str:
+        """sha256 over the recorded ranges (and the fallback samples)."""
+        ranges = self.quantization
+        h = hashlib.sha256(repr((sorted(ranges.nodes.items()), sorted(ranges.inputs.items()),
+                                 self.input_names)).encode())
+        if self.fallback is not None:
+            h.update(self.fallback.digest().encode())
+        return h.hexdigest()
+
+
+def model_ranges(imported, fallback: CalibrationData | None = None) -> ModelRanges | None:
+    """The model's own int8 activation ranges, or None for a model that records none (not
+    a QDQ model, or one that quantizes its weights only).
+
+    ``imported`` is an ``ImportedModel``; a QDQ ONNX model (ONNX Runtime's
+    ``quantize_static``) records the range of every tensor it quantizes. ``fallback``
+    (validated samples, :func:`load_calibration`) calibrates what it does not record.
+
+    The NPU quantizes symmetrically with zero point 0, so each range becomes ``amax =
+    max(|rmin|, |rmax|)`` (``scale = amax / 127``; an int8 range with zero point 0 keeps the
+    model's scale exactly). An asymmetric range (uint8, or a nonzero zero point) loses
+    resolution: a one-sided tensor (after a relu) uses 7 of its 8 bits.
+
+    Examples
+    --------
+    >>> imported = tvm_cruise.load_model("model_qdq.onnx")                  # doctest: +SKIP
+    >>> tvm_cruise.build(imported, "cruise-npu", precision="int8",
+    ...                  calibration=model_ranges(imported))                  # doctest: +SKIP
+    """
+    recorded = getattr(imported, "quantization", None)
+    if recorded is None or not recorded.all():  # not quantized, or its weights only
+        return None
+    asymmetric = [r for r in recorded.all() if not r.symmetric]
+    if asymmetric:
+        logger.info("%s: %d of the %d quantized tensors have asymmetric ranges (uint8 or a "
+                    "nonzero zero point); the NPU quantizes symmetrically with zero point 0, "
+                    "so each becomes [-amax, amax] with amax = max(|rmin|, |rmax|): up to one "
+                    "bit less resolution on one-sided tensors", imported.name,
+                    len(asymmetric), len(recorded.all()))
+    return ModelRanges(recorded, tuple(i.name for i in imported.inputs), fallback)
+
+
 def missing_calibration(what: str) -> BuildError:
     """The error for an int8 build without calibration data; ``what`` names the model or
     accelerator."""
@@ -98,8 +160,10 @@ def load_calibration(data: Any, inputs: Sequence, method: str = "minmax",
     >>> data = load_calibration("calib.npz", imported.inputs)          # doctest: +SKIP
     >>> len(data.samples)                                              # doctest: +SKIP
     32
+
+    :class:`CalibrationData` and :class:`ModelRanges` pass through unchanged.
     """
-    if isinstance(data, CalibrationData):
+    if isinstance(data, (CalibrationData, ModelRanges)):
         return data
     if isinstance(data, (str, Path)):
         raw = _from_path(Path(data), inputs)
@@ -199,9 +263,10 @@ def _from_path(path: Path, inputs: Sequence) -> list[tuple]:
 
 
 # -- running the model with taps -------------------------------------------------------------
-def calibrate(merged, functions, data: CalibrationData) -> dict:
+def calibrate(merged, functions, data: CalibrationData | ModelRanges) -> dict:
     """``{function name: FunctionRanges}`` of the offloaded ``functions`` of ``merged``
-    (the partitioned, still fp32 module) over the calibration samples."""
+    (the partitioned, still fp32 module) over the calibration samples, or from the
+    model's recorded ranges (:func:`ranges_from_model`)."""
     import tvm
     import tvm_ffi
 
@@ -209,6 +274,8 @@ def calibrate(merged, functions, data: CalibrationData) -> dict:
 
     if not functions:
         return {}
+    if isinstance(data, ModelRanges):
+        return ranges_from_model(merged, functions, data)
     key = (f"{tvm_ffi.structural_hash(merged) & (2**64 - 1):016x}", data.digest())
     if key in _CACHE:
         return _CACHE[key]
@@ -412,8 +479,118 @@ def _tapped_call(bb, call, new_gv, taps_of, extra: list, functions: dict):
     return bb.emit(relax.TupleGetItem(result, 0))
 
 
-def describe(data: CalibrationData) -> dict:
+def describe(data: CalibrationData | ModelRanges) -> dict:
     """What the artifact records about the calibration (no data)."""
+    if isinstance(data, ModelRanges):
+        return {"samples": 0, "method": "model", "percentile": None, "sha256": data.digest(),
+                "recorded_ranges": len(data.quantization.all()),
+                "fallback": describe(data.fallback) if data.fallback is not None else None}
     return {"samples": len(data.samples), "method": data.method,
             "percentile": data.percentile if data.method == "percentile" else None,
             "sha256": data.digest()}
+
+
+# -- ranges a quantized model records -----------------------------------------------------------
+def ranges_from_model(merged, functions, data: ModelRanges) -> dict:
+    """``{function name: FunctionRanges}`` from the ranges the model records.
+
+    Relax ops carry the ONNX node they come from (their span). A function input is the
+    result of an op (or a model input), a layer's output the result of its composite's last
+    op; either gets the range of its ONNX node's output when that op is the node's last
+    (``conv2d`` then ``add`` for a Conv with bias: the ``add``). What the model does not
+    record stays unknown (None for an input, no entry for a layer: quantize.py sends those
+    layers to the host with the reason), unless ``data.fallback`` samples calibrate it.
+    """
+    from tvm import relax
+
+    from .byoc.npu.quantize import FunctionRanges
+    from .byoc.partition import op_id, op_source
+    from .verify import _composite_ids
+
+    last = _last_op_of_node(merged)
+
+    def amax_of(call) -> float | None:
+        node = op_source(call)[1] if call is not None else None
+        found = data.quantization.nodes.get(node) if node else None
+        return found.amax if found is not None and last.get(node) == op_id(call) else None
+
+    main = merged["main"]
+    main_bindings = _bindings(main)
+    params = {p: k for k, p in enumerate(main.params)}
+    ranges = {}
+    for gv in functions:
+        func = merged[gv]
+        layers = {}
+        for value in _bindings(func).values():
+            if isinstance(value, relax.Function) and _composite_ids(value):
+                amax = amax_of(_producing_op(merged, _bindings(value), value.body.body))
+                if amax is not None:
+                    layers[_composite_ids(value)] = amax
+        call = next(v for v in main_bindings.values()
+                    if isinstance(v, relax.Call) and v.op.same_as(gv))
+        inputs = []
+        for arg in call.args:
+            if arg in params:
+                name = data.input_names[params[arg]]
+                found = data.quantization.inputs.get(name)
+                inputs.append(None if found is None else found.amax)
+            else:
+                inputs.append(amax_of(_producing_op(merged, main_bindings, arg)))
+        ranges[gv.name_hint] = FunctionRanges(inputs, layers)
+    if data.fallback is not None:
+        tapped = calibrate(merged, functions, data.fallback)
+        for name, fr in ranges.items():
+            fr.inputs = [t if r is None else r for r, t in zip(fr.inputs, tapped[name].inputs)]
+            fr.layers = {**tapped[name].layers, **fr.layers}
+    return ranges
+
+
+def _bindings(func) -> dict:
+    return {b.var: b.value for block in func.body.blocks for b in block.bindings}
+
+
+def _last_op_of_node(mod) -> dict[str, int]:
+    """{source node name: the largest op id among its ops}: ids follow the order the
+    importer emitted the node's ops in, so that op computes the node's output."""
+    import tvm
+    from tvm import relax
+
+    from .byoc.partition import op_id, op_source
+
+    last: dict[str, int] = {}
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
+            idx, node = op_id(expr), op_source(expr)[1]
+            if idx is not None and node:
+                last[node] = max(last.get(node, idx), idx)
+
+    for func in mod.functions.values():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func, visit)
+    return last
+
+
+def _producing_op(mod, bindings: dict, expr, field: int | None = None):
+    """The operator call whose result ``expr`` is (``field``: that field of its tuple
+    result), through variables, tuples, offloaded functions and composites; None when it is
+    something else (a parameter, a constant)."""
+    import tvm
+    from tvm import relax
+
+    while True:
+        if isinstance(expr, relax.Var) and expr in bindings:
+            expr = bindings[expr]
+        elif isinstance(expr, relax.Tuple) and field is not None:
+            expr, field = expr.fields[field], None
+        elif isinstance(expr, relax.TupleGetItem) and field is None:
+            expr, field = expr.tuple_value, expr.index
+        elif isinstance(expr, relax.Call):
+            op = expr.op
+            callee = mod[op] if isinstance(op, tvm.ir.GlobalVar) else bindings.get(op)
+            if isinstance(callee, relax.Function):
+                bindings, expr = _bindings(callee), callee.body.body
+            else:
+                return expr if isinstance(op, tvm.ir.Op) and field is None else None
+        else:
+            return None

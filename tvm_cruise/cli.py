@@ -249,7 +249,9 @@ def _cmd_sensitivity(args) -> int:
     if suggestion:
         flags = " ".join(f"--layer-precision '{k}={v}'" for k, v in suggestion.items())
         print(f"to build with them: tvm-cruise compile {args.model} -t {args.target} "
-              f"--precision int8 --calibration {args.calibration} {flags}")
+              "--precision int8"
+              + (f" --calibration {args.calibration}" if args.calibration else "")
+              + f" {flags}")
     if args.json:
         Path(args.json).write_text(json.dumps(rep.to_dict(), indent=2))
         print(f"wrote {args.json}")
@@ -506,8 +508,9 @@ def make_parser() -> argparse.ArgumentParser:
                        "costs the output (one build per layer, measured in the simulator)")
     p.add_argument("model", help="bundled model name, .onnx or .pt2 file")
     p.add_argument("-t", "--target", default="cruise-npu", help="see `tvm-cruise targets`")
-    p.add_argument("--calibration", metavar="PATH", required=True,
-                   help="calibration samples (as for compile --precision int8)")
+    p.add_argument("--calibration", metavar="PATH",
+                   help="calibration samples (as for compile --precision int8; a QDQ model "
+                        "may go without, then give --data)")
     p.add_argument("--calibration-method", default="minmax", choices=METHODS)
     p.add_argument("--calibration-percentile", type=float, default=DEFAULT_PERCENTILE,
                    metavar="P")

@@ -42,13 +42,20 @@ class TensorInfo:
 
 @dataclass
 class ImportedModel:
-    """A model in Relax with its signature; what ``build`` compiles."""
+    """A model in Relax with its signature; what ``build`` compiles.
+
+    ``quantization``: the activation ranges a QDQ ONNX model records
+    (``onnx_prep.QdqRanges``: by the ONNX node producing each quantized tensor, which is the
+    span of its Relax ops, and by graph input name); None for models that are not
+    quantized. ``calibration.model_ranges`` turns it into int8 scales.
+    """
 
     mod: Any  # tvm.IRModule
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
     source_format: str
     name: str
+    quantization: Any = None  # onnx_prep.QdqRanges | None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -217,7 +224,7 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
     import onnx
 
     from ._importers import dynamic_origin, from_onnx
-    from .onnx_prep import input_signature, prepare
+    from .onnx_prep import input_signature, prepare_with_ranges
     from .onnx_prep.graph import value_dependent_ancestors
 
     try:
@@ -245,7 +252,7 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
             f"are {[i.name for i in graph_inputs]}")
     shape_dict, dtype_dict = input_signature(graph_inputs, input_shapes)
     try:
-        proto = prepare(proto, shape_dict)
+        proto, quantization = prepare_with_ranges(proto, shape_dict)
     except ModelLoadError:
         raise
     except Exception as err:  # a bug here must still say where it happened
@@ -255,8 +262,10 @@ def _from_onnx(proto, name: str, input_shapes, example_inputs) -> ImportedModel:
     mod = from_onnx(proto, shape_dict, dtype_dict)
     try:
         weights = {t.name for t in proto.graph.initializer}
-        return _finish(mod, "onnx", name, [o.name for o in proto.graph.output],
-                       [i.name for i in proto.graph.input if i.name not in weights])
+        imported = _finish(mod, "onnx", name, [o.name for o in proto.graph.output],
+                           [i.name for i in proto.graph.input if i.name not in weights])
+        imported.quantization = quantization
+        return imported
     except ModelLoadError:
         origin = dynamic_origin(mod)
         if origin is None:

@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .calibration import DEFAULT_PERCENTILE, load_calibration
+from .calibration import (DEFAULT_PERCENTILE, CalibrationData, load_calibration,
+                          missing_calibration, model_ranges)
 from .errors import BuildError
 
 ALTERNATIVES = ("fp16", "fp32")
@@ -93,7 +94,7 @@ def _si(n: float) -> str:
     return str(int(n))
 
 
-def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any,
+def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any = None,
                 data: Any = None, alternative: str = "fp16", samples: int = 32,
                 layers: int | None = None, calibration_method: str = "minmax",
                 calibration_percentile: float = DEFAULT_PERCENTILE,
@@ -105,7 +106,8 @@ def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any,
     Parameters
     ----------
     calibration
-        The calibration data of the int8 builds (as for :func:`tvm_cruise.build`).
+        The calibration data of the int8 builds (as for :func:`tvm_cruise.build`); a QDQ
+        model may go without (its own scales; then pass ``data=``).
     data
         Samples to measure on (same forms as ``calibration``); default the calibration
         samples. At most ``samples`` of them are used.
@@ -138,8 +140,16 @@ def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any,
                          "'cruise-npu'")
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes)
-    calib = load_calibration(calibration, imported.inputs, calibration_method,
-                             calibration_percentile)
+    if calibration is None:
+        calib = model_ranges(imported)
+        if calib is None:
+            raise missing_calibration(imported.name)
+    else:
+        calib = load_calibration(calibration, imported.inputs, calibration_method,
+                                 calibration_percentile)
+    if data is None and not isinstance(calib, CalibrationData):
+        raise BuildError(f"sensitivity: {imported.name} brings its own int8 scales, so there "
+                         "are no calibration samples to measure on; fix: pass data= samples")
     evaluation = calib if data is None else load_calibration(data, imported.inputs)
     inputs = evaluation.samples[:samples]
 
@@ -178,7 +188,7 @@ def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any,
                                cycles.get(index)))
     candidates.sort(key=lambda c: -c[3])
     report = SensitivityReport(imported.name, resolved.name, alternative, len(inputs),
-                               calib.method, baseline)
+                               getattr(calib, "method", "model"), baseline)
     for key, label, kind, macs, cycles in candidates[:layers]:
         art = build(imported, target, layer_precision={key: alternative}, **kwargs)
         m = measure(art)

@@ -6,12 +6,15 @@ it a model it converts right:
 1. the input shapes the user fixed are written into the graph;
 2. every node gets a name (``<OpType>_<index>`` when it had none), so errors and the
    placement report can name it;
-3. shape arithmetic folds to constants (``graph.fold_constants``): exporters compute
+3. a QDQ model (ONNX Runtime's ``quantize_static``) becomes its float equivalent and its
+   activation ranges are recorded (``qdq.strip_qdq``; operator-format models such as
+   ``QLinearConv`` are refused with the fix);
+4. shape arithmetic folds to constants (``graph.fold_constants``): exporters compute
    reshape targets, pads and expand shapes from ``Shape`` at run time
    (Shape → Gather → Concat → Reshape, ConstantOfShape, dynamic Pad);
-4. optional outputs nothing reads are dropped (TVM converts MaxPool's first output only
+5. optional outputs nothing reads are dropped (TVM converts MaxPool's first output only
    and refuses a node whose unused ``Indices`` output is still declared);
-5. node forms TVM lowers wrongly are rewritten exactly or refused (``rewrites.RULES``).
+6. node forms TVM lowers wrongly are rewritten exactly or refused (``rewrites.RULES``).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from onnx import TensorProto, defs
 from ..env import logger
 from ..errors import InputMismatchError, ModelLoadError
 from .graph import PrepGraph, fold_constants, node_error, node_label, used_names
+from .qdq import QdqRanges, QuantRange, is_quantized, strip_qdq
 from .rewrites import RULES, apply_rules
 
-__all__ = ["prepare", "input_signature", "tvm_dtypes", "node_label", "node_error", "RULES"]
+__all__ = ["prepare", "prepare_with_ranges", "input_signature", "tvm_dtypes", "node_label",
+           "node_error", "RULES", "QdqRanges", "QuantRange"]
 
 
 def _opset(model: onnx.ModelProto) -> int:
@@ -166,7 +171,8 @@ def prepare(model: onnx.ModelProto,
     Returns
     -------
     onnx.ModelProto
-        The prepared copy; ``model`` itself is not changed.
+        The prepared copy; ``model`` itself is not changed. A QDQ model's ranges are
+        dropped: :func:`prepare_with_ranges` keeps them.
 
     Raises
     ------
@@ -185,14 +191,26 @@ def prepare(model: onnx.ModelProto,
     >>> [n.op_type for n in prepare(m, {"x": [2, 4]}).graph.node]
     ['Reshape']
     """
+    return prepare_with_ranges(model, input_shapes)[0]
+
+
+def prepare_with_ranges(model: onnx.ModelProto,
+                        input_shapes: Mapping[str, Sequence[int]] | None = None
+                        ) -> tuple[onnx.ModelProto, QdqRanges | None]:
+    """:func:`prepare`, and the activation ranges of a QDQ model (``qdq.QdqRanges``; None
+    for a model without QuantizeLinear/DequantizeLinear)."""
     prepared = onnx.ModelProto()
     prepared.CopyFrom(model)
     opset = _opset(prepared)
     _set_input_shapes(prepared.graph, input_shapes or {})
     _name_nodes(prepared.graph)
     g = PrepGraph(prepared, opset)
+    ranges = None
+    if is_quantized(prepared.graph):
+        g.refresh()
+        ranges = strip_qdq(g)
     folded = fold_constants(g)
     _drop_unused_outputs(prepared.graph, opset)
     changed = apply_rules(g)
     logger.debug("ONNX preparation: %d nodes folded, %d rewritten", folded, changed)
-    return prepared
+    return prepared, ranges

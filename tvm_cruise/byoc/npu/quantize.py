@@ -29,9 +29,10 @@ MAC_KINDS = ("conv", "dwconv", "dense")
 
 @dataclass
 class FunctionRanges:
-    """Calibrated absolute ranges (``amax``) of one offloaded function's tensors."""
+    """Calibrated absolute ranges (``amax``) of one offloaded function's tensors; an input
+    whose range is not known (a quantized model that records none) is None."""
 
-    inputs: list[float]
+    inputs: list[float | None]
     layers: dict[tuple[int, ...], float] = field(default_factory=dict)  # by composite op ids
 
 
@@ -130,10 +131,18 @@ def quantize_graph(graph: Graph, ranges: FunctionRanges) -> tuple[QuantizedGraph
     that cannot be quantized (the caller sends them to the host).
     """
     scales: dict[int, float] = {}
+    unknown = set()
     for value, amax in zip(graph.inputs, ranges.inputs):
-        scales[id(value.root)] = scale_of(amax)
+        if amax is None:
+            unknown.add(id(value.root))
+        else:
+            scales[id(value.root)] = scale_of(amax)
     failures = list(graph.failures)
     for layer in graph.layers:
+        if any(id(v.root) in unknown for v in layer.inputs):
+            failures.append((tuple(layer.op_ids), "int8: the model records no range for this "
+                             "layer's input (its producer is not quantized)"))
+            continue
         try:
             _quantize_layer(layer, ranges, scales)
         except ValueError as err:
@@ -145,7 +154,8 @@ def quantize_graph(graph: Graph, ranges: FunctionRanges) -> tuple[QuantizedGraph
     for value in [*graph.inputs, *(layer.output for layer in graph.layers)]:
         value.dtype = "int8"
     graph.dtype = "int8"
-    q = QuantizedGraph(graph, [scales[id(v.root)] for v in graph.inputs],
+    # an input without a scale failed every layer reading it: the caller does not use q
+    q = QuantizedGraph(graph, [scales.get(id(v.root), 1.0) for v in graph.inputs],
                        [scales.get(id(v.root), 1.0) for v in graph.outputs])
     return q, failures
 
@@ -166,7 +176,8 @@ def _quantize_layer(layer: Layer, ranges: FunctionRanges, scales: dict[int, floa
     if layer.kind not in MAC_KINDS:
         raise ValueError(f"int8: {layer.kind} layers have no int8 lowering yet")
     if tuple(layer.op_ids) not in ranges.layers:
-        raise ValueError("int8: no calibration range for this layer's output")
+        raise ValueError("int8: no calibration range for this layer's output (a quantized "
+                         "model that does not quantize it: pass calibration samples too)")
     s_res = None
     if layer.residual is not None:
         s_res = scales.get(id(layer.residual.root))
