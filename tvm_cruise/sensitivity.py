@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .byoc.report import _si
 from .calibration import (DEFAULT_PERCENTILE, CalibrationData, load_calibration,
                           missing_calibration, model_ranges)
 from .errors import BuildError
@@ -85,13 +86,6 @@ class SensitivityReport:
             f"layer_precision={suggestion}" if suggestion else "none; int8 costs no layer "
             "more than 1 dB here"))
         return "\n".join(lines)
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(int(n))
 
 
 def sensitivity(model: Any, target: Any = "cruise-npu", *, calibration: Any = None,
