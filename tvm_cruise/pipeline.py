@@ -186,11 +186,17 @@ def legalize_passes() -> list:
 def host_kernels(mod, target, database=None):
     """Legalize and fuse the host part, then apply tuned records kernel by kernel.
 
+    Narrow-row convolutions read weights packed at build time first
+    (``schedules.layout``), so tuning jobs and builds see the same kernels.
+
     Returns ``(module, kernels, tuned, records that failed to apply)``. Tuning jobs call
     it without a database to extract exactly the kernels a build will look up.
     """
     from .autotune.apply import apply_database
 
+    from .schedules.layout import pack_narrow_conv_weights
+
+    mod = pack_narrow_conv_weights(mod, target)
     mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes())
     total, _ = count_kernels(mod)
     tuned, failed = 0, []

@@ -39,15 +39,16 @@ Rewrite = Callable[[relax.BlockBuilder, relax.Var, relax.Expr, dict], "relax.Exp
 
 def rebuild_function(func: relax.Function, rewrite: Rewrite,
                      params: list | None = None,
-                     rename: Callable[[relax.Var, relax.Expr], "str | None"] | None = None
-                     ) -> relax.Function:
+                     rename: Callable[[relax.Var, relax.Expr], "str | None"] | None = None,
+                     added: dict | None = None) -> relax.Function:
     """Rebuild ``func``; ``rewrite(bb, var, value, bound)`` may return a replacement value.
 
     ``value`` has its arguments already substituted; ``bound`` maps every new variable to
     the value it was bound to (to look at producers). A returned expression is bound under
     the old variable's name (or ``rename(var, value)`` when that gives one); returning None
     keeps ``value``. ``params`` replaces the parameters (same count, e.g. retyped), the
-    body then refers to the new ones.
+    body then refers to the new ones. Functions a rewrite adds through ``bb`` (e.g.
+    ``bb.call_te``) go into ``added`` ({GlobalVar: function}) when it is given.
     """
     bb = relax.BlockBuilder()
     params = list(func.params) if params is None else list(params)
@@ -83,7 +84,11 @@ def rebuild_function(func: relax.Function, rewrite: Rewrite,
             else:
                 emit_block(block, False)
         bb.emit_func_output(substitute(func.body.body, env))
-    new = bb.get()["__rebuild__"]
+    built = bb.get()
+    new = built["__rebuild__"]
+    if added is not None:
+        added.update({gv: f for gv, f in built.functions.items()
+                      if gv.name_hint != "__rebuild__"})
     if symbol is not None:
         return new.with_attr("global_symbol", symbol)
     return new.without_attr("global_symbol")
@@ -92,5 +97,8 @@ def rebuild_function(func: relax.Function, rewrite: Rewrite,
 def rebuild_main(mod: tvm.IRModule, rewrite: Rewrite, rename=None) -> tvm.IRModule:
     mod = mod.clone() if hasattr(mod, "clone") else mod
     new_mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
-    new_mod["main"] = rebuild_function(mod["main"], rewrite, rename=rename)
+    added: dict = {}
+    new_mod["main"] = rebuild_function(mod["main"], rewrite, rename=rename, added=added)
+    for gv, func in added.items():
+        new_mod[gv] = func
     return new_mod

@@ -39,7 +39,8 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
     """Host kernel calls of ``main`` in execution order, each with the op ids it computes.
 
     Every op's result is renamed after its id (``__op<id>``) and the host part lowered the
-    way ``pipeline.host_kernels`` lowers it, stopping before ``FuseTIR``, where a fused
+    way ``pipeline.host_kernels`` lowers it (narrow convolutions' weights packed first),
+    stopping before ``FuseTIR``, where a fused
     Relax function is named as its kernel will be. FuseOps renames variables and shares
     one fused function between identical groups, so each call inside a fused function is
     matched to the legalized (unfused) binding that calls the same kernel on the same
@@ -51,12 +52,14 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
     from ..byoc.partition import op_id
     from ..byoc.rewrite import rebuild_main
     from ..pipeline import legalize_passes, library_dispatch_passes, run_passes
+    from ..schedules.layout import pack_narrow_conv_weights
 
     def rename(var, value):
         idx = op_id(value) if isinstance(value, relax.Call) else None
         return None if idx is None else f"{_TAG}{idx}"
 
     tagged = rebuild_main(host_module, lambda bb, var, value, bound: None, rename=rename)
+    tagged = pack_narrow_conv_weights(tagged, target)  # as host_kernels does; keeps names
     passes = library_dispatch_passes(target) + legalize_passes()
     cut = [p.info.name for p in passes].index("FuseOps")
     with target:

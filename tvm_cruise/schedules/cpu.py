@@ -20,8 +20,10 @@ registers over the whole reduction, each input vector loaded once for all ``f``;
 epilogue (bias, activation, residual) is applied as the tile is written out; padding is
 computed once (inlined, its bounds checks would stop the vectorization) and, for a
 strided convolution, stored split by phase so that its strided reads become contiguous
-vectors. Narrow rows take a vector of a divisor of their width (ResNet-18's 7-column
-rows: 7 lanes, not a masked 8).
+vectors. Rows take a vector of a divisor of their width (no masked tail); a row that
+fills at most half a vector (ResNet-18's 7 columns on AVX-512) is instead vectorized
+over output channels, from a weight packed channel-innermost at build time
+(``layout.py``), the whole row as the register tile.
 
 Every output element still accumulates its reduction in the same order as the
 unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
@@ -175,9 +177,9 @@ def _row_block(extent: int, lanes: int) -> int | None:
 
 
 def _blocked_plan(sch, block, lanes: int, tile: int):
-    """``(reuse loop index, its block, row block, strided reads)`` for register blocking,
-    or None; strided reads are ``(buffer, stride)`` of vector operands read with a stride
-    along the row (a strided conv's input).
+    """``(reuse loop index, its block, row index, row block, strided reads)`` for register
+    blocking, or None; strided reads are ``(buffer, stride)`` of vector operands read with
+    a stride along the row (a strided conv's input).
 
     The block must be spatial loops then reduction loops, with a vectorizable last spatial
     loop (the row), a read that does not move along the row (broadcast to the vector: a
@@ -214,7 +216,37 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
         extent = _extent(sch, loops[index]) or 0
         fb = next((d for d in range(tile, 1, -1) if extent % d == 0), None)
         if fb and all(independent(r, loops[index]) for r in vectors):
-            return index, fb, xb, _strided(vectors, bound(row))
+            return index, fb, n_spatial - 1, xb, _strided(vectors, bound(row))
+    return None
+
+
+def _channel_plan(sch, block, lanes: int, tile: int):
+    """``(row index, row extent, channel index, lanes)``: a register tile of a whole narrow
+    row × one vector of output channels, or None.
+
+    Needs a spatial loop other than the row whose extent fills whole vectors and along
+    which a read moves contiguously (a weight packed channel-innermost: ``layout.py``), and
+    a row that fits the tile."""
+    loops = sch.get_loops(block)
+    roles = _loop_roles(sch, loops)
+    if roles is None or _REDUCE not in roles:
+        return None
+    n_spatial = roles.index(_REDUCE)
+    if n_spatial < 2 or any(r != _REDUCE for r in roles[n_spatial:]):
+        return None
+    row_extent = _extent(sch, loops[n_spatial - 1]) or 0
+    if not 1 < row_extent <= tile:
+        return None
+    realize = _realize(sch, loops)
+    for index in range(n_spatial - 2, -1, -1):
+        if (_extent(sch, loops[index]) or 0) % lanes:
+            continue
+        var = sch.get(loops[index]).loop_var
+        bound = [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+                 if _uses(value, var)]
+        if any(r.region and any(_uses(r.region[-1].min, v) for v in bound)
+               for r in realize.block.reads):
+            return n_spatial - 1, row_extent, index, lanes
     return None
 
 
@@ -261,12 +293,24 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
         return None
     (red,) = reductions
     plan = _blocked_plan(sch, red, lanes, tile)
+    if plan is not None:
+        *plan, strided = plan
+        for buffer, stride in strided:
+            _phase_split(sch, root, buffer, stride)
+        if 2 * plan[3] <= lanes:  # a narrow row: over channels, where the weights allow it
+            plan = _channel_plan(sch, red, lanes, tile) or plan
+    else:
+        plan = _channel_plan(sch, red, lanes, tile)
     if plan is None:
         return None
-    f_index, fb, xb, strided = plan
-    for buffer, stride in strided:
-        _phase_split(sch, root, buffer, stride)
+    tile_index, tb, vector_index, vb = plan
     out = sch.cache_write(red, 0, "local")
+    n_axes = len(sch.get(red).writes[0].region)
+    if vector_index != n_axes - 1:  # the accumulators: vector axis innermost, in registers
+        order = [a for a in range(n_axes) if a != vector_index] + [vector_index]
+        sch.transform_layout(red, ("write", 0), tirx.IndexMap.from_func(
+            lambda *i: tuple(i[a] for a in order), ndim=n_axes,
+            index_dtype=str(sch.get(red).writes[0].region[0].min.ty)))
     keep = (sch.get(red).name_hint, sch.get(out).name_hint)
     for block in reversed(list(sch.get_child_blocks(root))):
         if sch.get(block).name_hint not in keep:
@@ -278,12 +322,13 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
     roles = _loop_roles(sch, loops)
     n_spatial = roles.index(_REDUCE)
     spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
-    f_outer, f_inner = sch.split(spatial[f_index], [None, fb])
-    x_outer, x_inner = sch.split(spatial[-1], [None, xb])
-    outer = [f_outer if i == f_index else lp for i, lp in enumerate(spatial[:-1])]
-    sch.reorder(*outer, x_outer, *reduce, f_inner, x_inner)
-    sch.reverse_compute_at(out, x_outer)
-    if not _parallel(sch, outer):
+    f_outer, f_inner = sch.split(spatial[tile_index], [None, tb])
+    x_outer, x_inner = sch.split(spatial[vector_index], [None, vb])
+    outer = [f_outer if i == tile_index else x_outer if i == vector_index else lp
+             for i, lp in enumerate(spatial)]
+    sch.reorder(*outer, *reduce, f_inner, x_inner)
+    sch.reverse_compute_at(out, outer[-1])
+    if not _parallel(sch, outer[:-1]):
         return None
     sch.vectorize(x_inner)
     sch.unroll(f_inner)

@@ -1,0 +1,96 @@
+"""Build-time weight packing for CPU host kernels (a Relax rewrite before legalization).
+
+A convolution whose output rows are much narrower than one vector register (ResNet-18's
+last stage: 7 columns, 16 AVX-512 lanes) wastes most of each vector when it vectorizes
+along the row. ``pack_narrow_conv_weights`` computes such a convolution from its constant
+weight packed at build time as ``[O / lanes][kh][kw][I][lanes]`` (each block of ``lanes``
+output channels innermost and contiguous), so the default schedule
+(``cpu._channel_plan``) vectorizes over output channels: one weight vector load serves the
+whole row. The convolution is the same sum in the same order (input channel, kernel row,
+kernel column) as TOPI's ``conv2d_nchw``, so results stay bit-identical to TVM's lowering
+of the original convolution.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te, topi
+
+from ..byoc.rewrite import rebuild_main
+from ..byoc.rules import is_constant, static_shape
+
+
+def narrow_rows(out_width: int, out_channels: int, lanes: int, tile: int) -> bool:
+    """Whether a convolution is better vectorized over output channels: its rows fill at
+    most half a vector, a whole row fits in one register tile, and the channels fill
+    whole vectors."""
+    from .cpu import _row_block
+
+    row = _row_block(out_width, lanes)
+    return (row is None or 2 * row <= lanes) and out_width <= tile and \
+        out_channels % lanes == 0
+
+
+def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
+    """OIHW -> [O / lanes][H][W][I][lanes]."""
+    o, i, h, w = weight.shape
+    return np.ascontiguousarray(weight.reshape(o // lanes, lanes, i, h, w)
+                                .transpose(0, 3, 4, 2, 1))
+
+
+def conv2d_packed(data, packed, strides, padding, dilation):
+    """TOPI's ``conv2d_nchw`` (same padding, same reduction order) reading a packed weight."""
+    blocks, kh, kw, cin, lanes = (int(d) for d in packed.shape)
+    n, _, h, w = (int(d) for d in data.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    top, left, bottom, right = padding
+    out_h = (h + top + bottom - (kh - 1) * dh - 1) // sh + 1
+    out_w = (w + left + right - (kw - 1) * dw - 1) // sw + 1
+    pad = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="pad_temp") \
+        if any(padding) else data
+    rc = te.reduce_axis((0, cin), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    return te.compute(
+        (n, blocks * lanes, out_h, out_w),
+        lambda nn, ff, yy, xx: te.sum(
+            pad[nn, rc, yy * sh + ry * dh, xx * sw + rx * dw] *
+            packed[ff // lanes, ry, rx, rc, ff % lanes], axis=[rc, ry, rx]),
+        name="conv2d_nchw")
+
+
+def pack_narrow_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """``mod`` with every narrow-row fp32 NCHW convolution computed from a packed constant
+    weight (CPU hosts only; others unchanged)."""
+    from .cpu import _vector_shape
+
+    if "gpu" in target.keys or target.kind.name != "llvm":
+        return mod
+    lanes, tile = _vector_shape(target)
+
+    def rewrite(bb, var, value, bound):
+        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
+                value.op.name == "relax.nn.conv2d"):
+            return None
+        attrs = value.attrs
+        data, weight = value.args
+        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
+                str(attrs.out_layout) != "NCHW" or int(attrs.groups) != 1 or \
+                not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
+                str(attrs.out_dtype) not in ("", "None", "void", "float32") or \
+                not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
+            return None
+        out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
+        if out is None or len(out) != 4 or static_shape(data.ty) is None or \
+                not narrow_rows(out[3], out[1], lanes, tile):
+            return None
+        packed = relax.const(pack_weight(weight.value.numpy(), lanes))
+        call = bb.call_te(conv2d_packed, data, packed,
+                          strides=[int(s) for s in attrs.strides],
+                          padding=[int(p) for p in attrs.padding],
+                          dilation=[int(d) for d in attrs.dilation],
+                          primfunc_name_hint="conv2d_packed")
+        return relax.Call(call.op, call.args, call.attrs, call.ty_args, span=value.span)
+
+    return rebuild_main(mod, rewrite)
