@@ -335,9 +335,9 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
     init = sch.decompose_reduction(red, reduce[0])
     for block in (init, out):
         _try("vectorize", sch.vectorize, sch.get_loops(block)[-1])
-    done = [sch.get(b) for b in (red, init, out)]
-    for block in sch.get_child_blocks(root):  # padding, epilogues that stayed apart
-        if not any(sch.get(block).same_as(d) for d in done):
+    done = {sch.get(b).name_hint for b in (red, init, out)}
+    for block in sch.get_child_blocks(root):  # producers (padding) left apart
+        if sch.get(block).name_hint not in done:
             _schedule_block(sch, block, lanes, cores)
     (new,) = sch.mod.functions.values()
     return new
