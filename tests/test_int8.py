@@ -420,3 +420,15 @@ def test_entropy_threshold():
     threshold = calibration.entropy_threshold(spiky)
     assert bulk.max() <= threshold < 0.2 * 1000.0
     assert calibration.entropy_threshold(np.zeros(8)) == 0.0
+
+
+def test_a_batch_of_batch_one_samples_is_taken_as_samples(tmp_path):
+    """(N, C, H, W) for a (1, C, H, W) input: N samples, as an array, in an .npz or .npy."""
+    stack = np.random.default_rng(0).standard_normal((5, 3, 16, 16)).astype("float32")
+    np.savez(tmp_path / "c.npz", x=stack)
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "a.npy", stack)
+    for data in (stack, tmp_path / "c.npz", tmp_path / "d"):
+        samples = calibration.load_calibration(data, [_info()]).samples
+        assert len(samples) == 5 and samples[3][0].shape == SHAPE
+        np.testing.assert_array_equal(samples[3][0][0], stack[3])

@@ -218,10 +218,17 @@ def _check(arr: np.ndarray, info, where: str) -> np.ndarray:
 
 
 def _unstack(arrays: list[np.ndarray], inputs: Sequence, where: str) -> list[tuple]:
-    """Arrays in input order, each one sample or a stack of samples, as samples."""
+    """Arrays in input order, each one sample or a stack of samples, as samples.
+
+    A stack has one more leading dimension than the input; for an input of batch 1, a
+    batch of N (``(N, C, H, W)`` for ``(1, C, H, W)``) is N samples too."""
     counts = []
-    for arr, info in zip(arrays, inputs):
-        stacked = arr.ndim == len(info.shape) + 1 and tuple(arr.shape[1:]) == tuple(info.shape)
+    for k, (arr, info) in enumerate(zip(arrays, inputs)):
+        shape = tuple(info.shape)
+        if len(shape) >= 1 and shape[0] == 1 and arr.ndim == len(shape) and \
+                arr.shape[0] > 1 and tuple(arr.shape[1:]) == shape[1:]:
+            arrays[k] = arr = arr[:, None]  # a batch of batch-1 samples
+        stacked = arr.ndim == len(shape) + 1 and tuple(arr.shape[1:]) == shape
         counts.append(arr.shape[0] if stacked else None)
     if len(set(counts)) > 1:
         raise InputMismatchError(f"{where}: the inputs hold different numbers of samples "
