@@ -14,9 +14,10 @@ The rule, per block of each kernel (after inlining what can be inlined, e.g. pad
 
 A kernel with one reduction block that reuses an operand across a spatial loop
 (convolutions: the input across output channels; matmuls: the weight across rows) gets a
-register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x`` outputs
-(``f`` up to 8 output channels or rows, ``x`` one vector of output columns) accumulates in
-registers over the whole reduction, each input vector loaded once for all ``f``; the
+register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x``
+outputs (``f`` up to 16 output channels or rows, 8 on AVX2; ``x`` one vector of output
+columns) accumulates in registers over the whole reduction, each input vector loaded
+once for all ``f``; the
 epilogue (bias, activation, residual) is applied as the tile is written out; padding is
 computed once (inlined, its bounds checks would stop the vectorization) and, for a
 strided convolution, stored split by phase so that its strided reads become contiguous
@@ -96,15 +97,33 @@ def _contiguous_in(sch, loops, loop) -> bool:
     """Whether ``loop`` moves along the last axis of the block's output and of one of its
     inputs: worth vectorizing (a softmax's rows, say, are not: that would gather)."""
     realize = _realize(sch, loops)
+    bound = _bound_vars(sch, realize, loop)
+    return _along(realize.block.writes, bound) and _along(realize.block.reads, bound)
+
+
+def _bound_vars(sch, realize, loop) -> list:
+    """The block iter vars whose binding uses ``loop``."""
     var = sch.get(loop).loop_var
-    bound = [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
-             if _uses(value, var)]
+    return [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
+            if _uses(value, var)]
 
-    def along(regions):
-        return any(r.region and any(_uses(r.region[-1].min, v) for v in bound)
-                   for r in regions)
 
-    return along(realize.block.writes) and along(realize.block.reads)
+def _along(regions, bound) -> bool:
+    """Whether one of ``regions`` moves along its last axis with the iter vars ``bound``."""
+    return any(r.region and any(_uses(r.region[-1].min, v) for v in bound) for r in regions)
+
+
+def _reduction_nest(sch, block):
+    """``(loops, number of spatial loops, realize)`` of a block whose loops are at least two
+    spatial ones then only reductions; None for any other block."""
+    loops = sch.get_loops(block)
+    roles = _loop_roles(sch, loops)
+    if roles is None or _REDUCE not in roles:
+        return None
+    n_spatial = roles.index(_REDUCE)
+    if n_spatial < 2 or any(r != _REDUCE for r in roles[n_spatial:]):
+        return None
+    return loops, n_spatial, _realize(sch, loops)
 
 
 def _extent(sch, loop) -> int | None:
@@ -186,27 +205,19 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
     conv's weight) and another spatial loop (``f``) that no read moving along the row
     moves along (those vectors are loaded once for the whole ``f`` block: a conv's input
     across output channels, a matmul's right operand across rows)."""
-    loops = sch.get_loops(block)
-    roles = _loop_roles(sch, loops)
-    if roles is None or _REDUCE not in roles:
+    nest = _reduction_nest(sch, block)
+    if nest is None:
         return None
-    n_spatial = roles.index(_REDUCE)
-    if n_spatial < 2 or any(r != _REDUCE for r in roles[n_spatial:]):
-        return None
+    loops, n_spatial, realize = nest
     row = loops[n_spatial - 1]
     row_extent = _extent(sch, row)
     xb = _row_block(row_extent, lanes) if row_extent else None
     if xb is None or not _contiguous_in(sch, loops, row):
         return None
-    realize = _realize(sch, loops)
-
-    def bound(loop):
-        var = sch.get(loop).loop_var
-        return [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
-                if _uses(value, var)]
 
     def independent(region, loop) -> bool:
-        return not any(_uses(r.min, v) for r in region.region for v in bound(loop))
+        bound = _bound_vars(sch, realize, loop)
+        return not any(_uses(r.min, v) for r in region.region for v in bound)
 
     reads = list(realize.block.reads)
     vectors = [r for r in reads if not independent(r, row)]   # loaded as vectors
@@ -216,7 +227,8 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
         extent = _extent(sch, loops[index]) or 0
         fb = next((d for d in range(tile, 1, -1) if extent % d == 0), None)
         if fb and all(independent(r, loops[index]) for r in vectors):
-            return index, fb, n_spatial - 1, xb, _strided(vectors, bound(row))
+            return index, fb, n_spatial - 1, xb, _strided(vectors,
+                                                          _bound_vars(sch, realize, row))
     return None
 
 
@@ -227,25 +239,16 @@ def _channel_plan(sch, block, lanes: int, tile: int):
     Needs a spatial loop other than the row whose extent fills whole vectors and along
     which a read moves contiguously (a weight packed channel-innermost: ``layout.py``), and
     a row that fits the tile."""
-    loops = sch.get_loops(block)
-    roles = _loop_roles(sch, loops)
-    if roles is None or _REDUCE not in roles:
+    nest = _reduction_nest(sch, block)
+    if nest is None:
         return None
-    n_spatial = roles.index(_REDUCE)
-    if n_spatial < 2 or any(r != _REDUCE for r in roles[n_spatial:]):
-        return None
+    loops, n_spatial, realize = nest
     row_extent = _extent(sch, loops[n_spatial - 1]) or 0
     if not 1 < row_extent <= tile:
         return None
-    realize = _realize(sch, loops)
     for index in range(n_spatial - 2, -1, -1):
-        if (_extent(sch, loops[index]) or 0) % lanes:
-            continue
-        var = sch.get(loops[index]).loop_var
-        bound = [iv.var for iv, value in zip(realize.block.iter_vars, realize.iter_values)
-                 if _uses(value, var)]
-        if any(r.region and any(_uses(r.region[-1].min, v) for v in bound)
-               for r in realize.block.reads):
+        if (_extent(sch, loops[index]) or 0) % lanes == 0 and \
+                _along(realize.block.reads, _bound_vars(sch, realize, loops[index])):
             return n_spatial - 1, row_extent, index, lanes
     return None
 
