@@ -512,7 +512,7 @@ def ranges_from_model(merged, functions, data: ModelRanges) -> dict:
 
     from .byoc.npu.quantize import FunctionRanges
     from .byoc.partition import op_id, op_source
-    from .verify import _composite_ids
+    from .byoc.patterns import composite_op_ids
 
     last = _last_op_of_node(merged)
 
@@ -529,10 +529,10 @@ def ranges_from_model(merged, functions, data: ModelRanges) -> dict:
         func = merged[gv]
         layers = {}
         for value in _bindings(func).values():
-            if isinstance(value, relax.Function) and _composite_ids(value):
+            if isinstance(value, relax.Function) and composite_op_ids(value):
                 amax = amax_of(_producing_op(merged, _bindings(value), value.body.body))
                 if amax is not None:
-                    layers[_composite_ids(value)] = amax
+                    layers[composite_op_ids(value)] = amax
         call = next(v for v in main_bindings.values()
                     if isinstance(v, relax.Call) and v.op.same_as(gv))
         inputs = []

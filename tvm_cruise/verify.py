@@ -54,6 +54,8 @@ def inline_composites(func: relax.Function, name: str,
     ``taps``: a list to receive, per composite (one NPU layer), the op ids it holds; the
     function then returns ``(result, composite 0's output, composite 1's, ...)``.
     """
+    from .byoc.patterns import composite_op_ids
+
     bb = relax.BlockBuilder()
     params = [relax.Var(p.name, p.ty) for p in func.params]
     env: dict = dict(zip(func.params, params))
@@ -74,7 +76,7 @@ def inline_composites(func: relax.Function, name: str,
                         env[binding.var] = _bind(bb, substitute(inner.body.body, scope))
                         if taps is not None and isinstance(env[binding.var].ty,
                                                            relax.TensorType):
-                            taps.append((_composite_ids(inner), env[binding.var]))
+                            taps.append((composite_op_ids(inner), env[binding.var]))
                     else:
                         env[binding.var] = _bind(bb, substitute(value, env))
             result = substitute(func.body.body, env)
@@ -84,14 +86,6 @@ def inline_composites(func: relax.Function, name: str,
             out = bb.emit_output(result)
         bb.emit_func_output(out)
     return bb.get()[name]
-
-
-def _composite_ids(func: relax.Function) -> tuple[int, ...]:
-    from .byoc.patterns import OP_IDS_ATTR
-
-    if func.attrs is None or OP_IDS_ATTR not in func.attrs:
-        return ()
-    return tuple(int(i) for i in str(func.attrs[OP_IDS_ATTR]).split(",") if i)
 
 
 def _bind(bb, expr):

@@ -23,7 +23,7 @@ from tvm import relax
 from .._importers import SEPARATOR
 from ..errors import BuildError
 from ..targets.spec import AcceleratorSpec
-from .patterns import ACTIVE_PRECISION, OP_IDS_ATTR, REFUSED_OPS
+from .patterns import ACTIVE_PRECISION, REFUSED_OPS, composite_op_ids
 from .patterns import register as register_patterns
 from .precision import (HOST_PRECISION, Override, check_layer_precision, mark_composites,
                         pattern_name, resolve, restore_codegen, spread_to_layers)
@@ -164,10 +164,9 @@ def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
     where: dict[int, tuple[int, str]] = {}
     for index, gv in enumerate(functions):
         def visit(expr, index=index):
-            if isinstance(expr, relax.Function) and expr.attrs is not None and \
-                    OP_IDS_ATTR in expr.attrs:
-                for idx in str(expr.attrs[OP_IDS_ATTR]).split(","):
-                    where[int(idx)] = (index, pattern_name(str(expr.attrs["Composite"])))
+            if isinstance(expr, relax.Function):
+                for idx in composite_op_ids(expr):
+                    where[idx] = (index, pattern_name(str(expr.attrs["Composite"])))
 
         relax.analysis.post_order_visit(merged[gv].body, visit)
 

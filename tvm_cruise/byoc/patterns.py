@@ -87,6 +87,13 @@ def _other(ctx, add_call, prev):
 OP_IDS_ATTR = "tvm_cruise.op_ids"
 
 
+def composite_op_ids(func) -> tuple[int, ...]:
+    """The op ids (``partition.tag_ops``) a composite function fuses; () when it has none."""
+    if func.attrs is None or OP_IDS_ATTR not in func.attrs:
+        return ()
+    return tuple(int(i) for i in str(func.attrs[OP_IDS_ATTR]).split(",") if i)
+
+
 def _op_ids_attr(annotated) -> dict:
     """Group attribute listing the ids of the fused ops (see partition.tag_ops).
 

@@ -105,22 +105,15 @@ def resolve(ops: list[tuple[int, str, str]], layer_precision: Mapping[str, str],
     return found
 
 
-def op_ids_of(func) -> list[int]:
-    """Op ids of a composite function (``patterns.OP_IDS_ATTR``)."""
-    from .patterns import OP_IDS_ATTR
-
-    attrs = func.attrs if func.attrs is not None else {}
-    text = str(attrs[OP_IDS_ATTR]) if OP_IDS_ATTR in attrs else ""
-    return [int(i) for i in text.split(",") if i]
-
-
 def composites(fused) -> list[tuple[tvm.ir.GlobalVar, list[int]]]:
     """The composite functions of a ``FuseOpsByPattern`` result and their op ids."""
+    from .patterns import composite_op_ids
+
     out = []
     for gv, func in fused.functions.items():
         if isinstance(func, relax.Function) and func.attrs is not None and \
                 "Composite" in func.attrs:
-            out.append((gv, op_ids_of(func)))
+            out.append((gv, composite_op_ids(func)))
     return out
 
 

@@ -14,6 +14,7 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
+from ..patterns import composite_op_ids
 from ..rules import (ACTIVATIONS, activation_name, broadcast_box, is_constant, prim_value,
                      static_shape)
 
@@ -156,14 +157,6 @@ def _activation(call) -> Activation:
     return Activation({"relu6": "clip"}.get(name, name), 0.0, 6.0 if name == "relu6" else 0.0)
 
 
-def _op_ids(func) -> tuple[int, ...]:
-    from ..patterns import OP_IDS_ATTR
-
-    if func.attrs is None or OP_IDS_ATTR not in func.attrs:
-        return ()
-    return tuple(int(i) for i in str(func.attrs[OP_IDS_ATTR]).split(",") if i)
-
-
 class _Reader:
     def __init__(self, name: str):
         self.name = name
@@ -181,7 +174,7 @@ class _Reader:
             for binding in block.bindings:
                 calls.append((binding.var, binding.value))
         pattern = str(func.attrs["Composite"]) if func.attrs is not None else ""
-        ids = _op_ids(func)
+        ids = composite_op_ids(func)
         out = self._layer(calls, env, pattern, ids)
         return out
 
@@ -346,7 +339,7 @@ def from_relax(func: relax.Function, name: str) -> Graph:
                 except Exception as err:  # noqa: BLE001 - any failure: this layer can't lower
                     # Keep reading: every composite that cannot lower is found in one pass,
                     # and goes back to the host (see pipeline.accelerator_stage).
-                    failures.append((_op_ids(composite), _reason(err)))
+                    failures.append((composite_op_ids(composite), _reason(err)))
                     env[binding.var] = _placeholder(reader, binding.var)
             elif isinstance(value, relax.Tuple):
                 env[binding.var] = [env.get(f, f) if isinstance(f, relax.Var) else
