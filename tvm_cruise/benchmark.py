@@ -238,10 +238,10 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
     if repeat < 1 or rounds < 1:
         raise BuildError(f"bench: repeat={repeat}, rounds={rounds}; both must be >= 1")
     say = progress or (lambda _msg: None)
-    module = _torch_module(model)
     if isinstance(model, ImportedModel):
         raise BuildError("bench needs the framework model (a bundled model name, torch "
                          "module, .pt2 or .onnx) to compare against, not an imported one")
+    module = _torch_module(model)
     imported = load_model(model)
     infos = imported.inputs
     inputs = list(seeded_inputs(infos, seed).values())
@@ -249,18 +249,18 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
     runners: dict[str, Callable] = {}
     outputs: dict[str, list] = {}
 
-    def add(system: str, make: Callable[[], tuple[Callable, Callable]]):
+    def add(system: str, make: Callable[[], tuple[Callable, Callable, str]]):
         if system in skip:
             return
         say(f"preparing {system}")
         try:
-            timed, run_once = make()
+            timed, run_once, note = make()
         except _Unavailable as why:
             results[system] = SystemResult(system, "unavailable", str(why))
             return
         outputs[system] = run_once()
         runners[system] = timed
-        results[system] = SystemResult(system, "ok")
+        results[system] = SystemResult(system, "ok", note)
 
     def torch_system(compiled: bool):
         def make():
@@ -287,7 +287,7 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
                 leaves = torch.utils._pytree.tree_leaves(run())
                 return [t.detach().numpy() for t in leaves if isinstance(t, torch.Tensor)]
 
-            return run, once
+            return run, once, ""
         return make
 
     def ort_system(tmp: str):
@@ -306,7 +306,7 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
             def run():
                 return session.run(None, feed)
 
-            return run, lambda: [np.asarray(o) for o in run()]
+            return run, lambda: [np.asarray(o) for o in run()], ""
         return make
 
     def tvm_system(system: str):
@@ -333,11 +333,9 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
 
             note = (f"{tuning['tuned_kernels']}/{tuning['host_kernels']} kernels tuned"
                     if system == "tvm-tuned" else "")
-            results_note[system] = note
-            return (lambda: func(*args)), once
+            return (lambda: func(*args)), once, note
         return make
 
-    results_note: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as tmp:
         add("pytorch", torch_system(False))
         add("torch.compile", torch_system(True))
@@ -352,7 +350,6 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
         for system, result in results.items():
             if system in outputs:
                 result.max_rel_error = _rel_err(outputs[system], outputs[reference])
-                result.note = results_note.get(system, "")
                 if result.max_rel_error > TOLERANCE:
                     result.status = "WRONG"
                     runners.pop(system)  # a wrong answer's speed means nothing

@@ -465,7 +465,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", type=_parse_shape, metavar="NAME=DIMS")
     p.add_argument("--precision", default="fp16", choices=["fp16", "fp32"])
     p.add_argument("--layer-precision", action="append", type=_parse_layer_precision,
-                   metavar="NAME=PRECISION", help="fp32 or fp16 only here: " + _LAYER_PRECISION_HELP)
+                   metavar="NAME=PRECISION",
+                   help="fp32 or fp16 only here: " + _LAYER_PRECISION_HELP)
     p.add_argument("--json", action="store_true", help="the report as JSON")
     p.set_defaults(func=_cmd_analyze)
 

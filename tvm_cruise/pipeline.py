@@ -82,9 +82,10 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
 
     The programs run in the NPU simulator through ``<key>.run``; their statistics are
     simulated (cycle model), recorded per function. int8 functions (``precision="int8"``,
-    or layers ``layer_precision`` sets to int8) need ``calibration`` (a
-    ``calibration.CalibrationData``): the partitioned module is calibrated on it in fp32
-    and those functions are compiled to int8 programs.
+    or layers ``layer_precision`` sets to int8) need ``calibration``: samples
+    (``calibration.CalibrationData``, the partitioned module is calibrated on them in fp32)
+    or a quantized model's own ranges (``calibration.ModelRanges``); those functions are
+    compiled to int8 programs.
     """
     if spec is None:
         if layer_precision:

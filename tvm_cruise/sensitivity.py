@@ -57,8 +57,7 @@ class SensitivityReport:
 
     def ranked(self) -> list[LayerSensitivity]:
         """Layers by gain, largest first."""
-        return sorted(self.layers, key=lambda s: -s.gain_db if math.isfinite(s.gain_db)
-                      else -math.inf)
+        return sorted(self.layers, key=lambda s: s.gain_db, reverse=True)
 
     def suggest(self, min_gain_db: float = 1.0) -> dict[str, str]:
         """``layer_precision`` for the layers whose gain reaches ``min_gain_db``."""
