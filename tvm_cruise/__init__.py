@@ -30,6 +30,7 @@ from .registration import register, register_accelerator  # noqa: E402
 from .reporting import Report, report  # noqa: E402
 from .runtime import CompiledModel, load  # noqa: E402
 from .sensitivity import SensitivityReport, sensitivity  # noqa: E402
+from . import relay_ops  # noqa: E402,F401  (registers the custom ops)
 from .targets import list_targets  # noqa: E402
 
 register()

@@ -219,7 +219,14 @@ def _torch_importer_class():
             return run
 
         def create_convert_map(self):
+            from functools import partial
+
+            from .relay_ops import registry
+
             table = super().create_convert_map()
+            # tvm-cruise's custom ops (and torchvision's), ahead of TVM's own converters
+            for key, convert in registry.torch_converters().items():
+                table[key] = partial(convert, self)
             for key in ("clamp.default", "clamp_min.default", "clamp_max.default"):
                 if key in table:
                     table[key] = self._integer_clamp(table[key], key)
@@ -277,12 +284,41 @@ def _onnx_importer_class():
             self._emit = _SpanningEmit(self.bb)
             self.current_node: str | None = None  # kept after a failure: it names the node
 
+        def _check_for_unsupported_ops(self, graph):
+            """TVM's check, knowing tvm-cruise's custom ops (in their domains)."""
+            from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+            from .relay_ops import registry
+
+            known, forms = _get_convert_map(), registry.onnx_forms()
+            missing = []
+            for node in graph.node:
+                form = forms.get(node.op_type)
+                if form is not None and node.domain in form.domains:
+                    continue
+                if node.op_type in known or node.op_type in ("If", "Constant"):
+                    continue
+                where = f" (domain {node.domain})" if node.domain else ""
+                if node.op_type + where not in missing:
+                    missing.append(node.op_type + where)
+            if missing:
+                raise tvm.error.OpNotImplemented(
+                    "The following operators are not supported for frontend ONNX: "
+                    + ", ".join(missing))
+
         def _convert_operator(self, op_name, inputs, attrs, opset):
+            from .relay_ops import registry
+
             name = (attrs.get("tvm_custom") or {}).get("name") or op_name
             self.current_node = str(name)
             self._emit.span = source_span("", str(name))
             try:
-                sym = super()._convert_operator(op_name, inputs, attrs, opset)
+                form = registry.onnx_forms().get(op_name)
+                if form is not None:
+                    custom = {k: v for k, v in attrs.items() if k != "tvm_custom"}
+                    sym = form.convert(self.bb, list(inputs), custom, opset)
+                else:
+                    sym = super()._convert_operator(op_name, inputs, attrs, opset)
                 # Bind the node's result now: left unbound, it would be bound (and named)
                 # while the next node converts, and normalizing can drop its span.
                 return self.bb.emit(sym) if isinstance(sym, relax.Call) else sym
@@ -318,8 +354,8 @@ def _onnx_failure(err: Exception, graph, node_name: str | None):
     if type(err).__name__ == "OpNotImplemented":
         ops = text.split(":", 1)[-1].strip().split(", ")
         listing = ", ".join(
-            f"{op} (nodes {', '.join(repr(n.name) for n in graph.node if n.op_type == op)})"
-            for op in ops)
+            f"{op} (nodes {', '.join(repr(n.name) for n in graph.node if n.op_type == kind)})"
+            for op, kind in ((op, op.split(" (domain")[0]) for op in ops))
         return UnsupportedOpError(
             f"the ONNX model uses operators TVM's ONNX importer cannot convert: {listing}. "
             "Fix: rewrite that part of the model with supported operators, or export it "

@@ -14,6 +14,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
+from ..relay_ops import registry
 from ..targets.spec import AcceleratorSpec
 
 # Precision policy: the dtype an fp32 tensor has on the accelerator.
@@ -32,6 +33,9 @@ class Rule:
 
 RULES = {r.id: r for r in (
     Rule("op-not-supported", "{acc}: {op} is not supported (it runs: {families})"),
+    Rule("custom-op", "{acc}: {op} is a tvm-cruise custom operator ({summary}); no "
+                      "accelerator instruction set implements it, so it runs on the host "
+                      "with its own CPU schedule (tvm_cruise.relay_ops)"),
     Rule("dtype", "{acc}: {op} in {dtype} is not supported (it computes in {dtypes})"),
     Rule("tensor-dtype", "{acc}: {op} on {dtype} tensors runs on the host: under "
                          "precision={precision!r} the accelerator computes {compute} from "
@@ -195,6 +199,9 @@ def violations(spec: AcceleratorSpec, call, precision: str = "fp16") -> list[Vio
 
     family = family_of(call)
     short = _short(call)
+    if registry.is_custom(call):
+        add("custom-op", op=short, summary=registry.get(short.split(".", 1)[1]).summary)
+        return out
     if family == "matmul" and family not in spec.ops and "dense" in spec.ops:
         add("matmul-activations")
         return out

@@ -40,6 +40,7 @@ import tvm
 from tvm import tirx
 
 from ..env import logger
+from ..relay_ops.registry import schedule_for
 
 ATTR = "tvm_cruise.default_schedule"
 _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
@@ -393,7 +394,9 @@ def apply_default_schedules(mod: tvm.IRModule, target) -> tuple[tvm.IRModule, in
         if func.attrs is not None and bool(func.attrs.get("tirx.is_scheduled", False)):
             continue
         try:
-            new = schedule_kernel(func, target)
+            custom = schedule_for(func)  # a custom op's kernel (relay_ops) has its own
+            new = custom(func, target) if custom is not None else None
+            new = _mark(new, func) if new is not None else schedule_kernel(func, target)
         except Exception as err:  # noqa: BLE001 - never fail a build over a default
             logger.debug("default schedule for %s failed: %s", gv.name_hint, err)
             new = None
