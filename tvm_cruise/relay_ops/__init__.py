@@ -18,4 +18,4 @@ rule ``custom-op``.
 """
 
 from . import registry  # noqa: F401
-# op modules: imported here once written (deform_conv, detection, msda, pillar_scatter)
+from . import pillar_scatter  # noqa: F401  (registration)
