@@ -218,12 +218,51 @@ def _torch_importer_class():
 
             return run
 
+        def _reduce_dim(self, reduce, arg):
+            """``max.dim`` / ``min.dim``: the values and indices as two reductions.
+
+            TVM imports ``max.dim`` as ``topk(k=1)``, which lowers to a sort that no
+            schedule vectorizes (9.7 ms for a PointPillars max over 16 points, against
+            microseconds as a reduction) and has no ``min.dim``. The index is the first
+            extreme element's, as in PyTorch; an unused index is removed as dead code.
+            """
+
+            def convert(node):
+                x = self.env[node.args[0]]
+                dim = node.args[1]
+                keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+                bb = self.block_builder
+                values = bb.emit(reduce(x, axis=[dim], keepdims=bool(keep)))
+                indices = bb.emit(arg(x, axis=dim, keepdims=bool(keep)))
+                if str(indices.ty.dtype) != "int64":
+                    indices = bb.emit(relax.op.astype(indices, "int64"))
+                return bb.emit(relax.Tuple([values, indices]))
+
+            return convert
+
+        def _reduce_amax(self, reduce):
+            """``amax`` / ``amin`` (TVM's importer has neither)."""
+
+            def convert(node):
+                x = self.env[node.args[0]]
+                dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", [])
+                keep = node.args[2] if len(node.args) > 2 else node.kwargs.get("keepdim", False)
+                dims = [dims] if isinstance(dims, int) else list(dims)
+                return self.block_builder.emit(reduce(x, axis=dims or None,
+                                                      keepdims=bool(keep)))
+
+            return convert
+
         def create_convert_map(self):
             from functools import partial
 
             from .relay_ops import registry
 
             table = super().create_convert_map()
+            table["max.dim"] = self._reduce_dim(relax.op.max, relax.op.argmax)
+            table["min.dim"] = self._reduce_dim(relax.op.min, relax.op.argmin)
+            table["amax.default"] = self._reduce_amax(relax.op.max)
+            table["amin.default"] = self._reduce_amax(relax.op.min)
             # tvm-cruise's custom ops (and torchvision's), ahead of TVM's own converters
             for key, convert in registry.torch_converters().items():
                 table[key] = partial(convert, self)
