@@ -71,8 +71,9 @@ def _kernel_kinds(mod) -> dict[str, str]:
     for gv, func in mod.functions.items():
         if isinstance(func, tvm.tirx.PrimFunc):
             attrs = func.attrs if func.attrs is not None else {}
-            kinds[gv.name_hint] = ("tuned" if bool(attrs.get("tirx.is_scheduled", False)) else
-                                   "default" if bool(attrs.get(DEFAULT_SCHEDULE_ATTR, False))
+            # default first: a custom op's hand-scheduled kernel carries both marks
+            kinds[gv.name_hint] = ("default" if bool(attrs.get(DEFAULT_SCHEDULE_ATTR, False))
+                                   else "tuned" if bool(attrs.get("tirx.is_scheduled", False))
                                    else "unscheduled")
     return dict(sorted(kinds.items()))
 

@@ -136,7 +136,10 @@ def _legalize(bb: relax.BlockBuilder, call):
     p, c, b, ny, nx, fdtype, idtype = _shapes(call)
     target = tvm.target.Target.current(allow_none=True)
     gpu = target is not None and "gpu" in target.keys
-    attrs = {registry.KERNEL_ATTR: NAME, "tirx.is_scheduled": True}
+    # written scheduled (threads, one serial pass): no default or dlight schedule on top,
+    # reported as tvm-cruise's own ("default") schedule, not as a tuned one
+    attrs = {registry.KERNEL_ATTR: NAME, "tirx.is_scheduled": True,
+             registry.SCHEDULED_ATTR: True}
     winner_fn = _winner_kernel(p, b, ny, nx, idtype, gpu)
     gather_fn = _gather_kernel(p, c, b, ny, nx, fdtype, gpu)
     for key, value in attrs.items():

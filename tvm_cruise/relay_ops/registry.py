@@ -28,6 +28,9 @@ from tvm import relax
 OP_PREFIX = "relax.cruise."
 # PrimFunc attribute naming the custom op a kernel was legalized from.
 KERNEL_ATTR = "tvm_cruise.custom_op"
+# PrimFunc attribute of kernels with tvm-cruise's own schedule (schedules.cpu.ATTR); a
+# kernel an op writes already scheduled sets it itself.
+SCHEDULED_ATTR = "tvm_cruise.default_schedule"
 # TVM's op-pattern kind for kernels FuseOps must not merge with their neighbours: the
 # custom schedule is written for the op's own loop nest.
 _OPAQUE = 8

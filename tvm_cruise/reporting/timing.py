@@ -78,10 +78,14 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
     for binding in _bindings(legal["main"]):
         if isinstance(binding.value, relax.Call) and binding.value.op.same_as(call_tir):
             unfused.setdefault(key(binding.value, {}), []).append(binding.var.name)
+    owner = _legalization_owners(tagged["main"], legal["main"], call_tir)
 
     def match(call, alias: dict) -> str | None:
         names = unfused.get(key(call, alias))
         return names.pop(0) if names else None
+
+    def op_of(name: str | None) -> int | None:
+        return _tagged(owner.get(name, name)) if name else None
 
     alias: dict[str, object] = {}  # fused main's variable -> legalized name(s)
     sites = []
@@ -97,7 +101,7 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
         if value.op.same_as(call_tir):
             name = match(value, alias)
             alias[binding.var.name] = name or binding.var.name
-            idx = _tagged(name) if name else None
+            idx = op_of(name)
             sites.append(KernelSite(value.args[0].name_hint, [] if idx is None else [idx]))
         elif isinstance(value.op, tvm.ir.GlobalVar) and \
                 isinstance(fused[value.op], relax.Function):
@@ -109,8 +113,8 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
                 if isinstance(inner.value, relax.Call) and inner.value.op.same_as(call_tir):
                     name = match(inner.value, local)
                     local[inner.var.name] = name or inner.var.name
-                    if name and _tagged(name) is not None:
-                        ops.append(_tagged(name))
+                    if op_of(name) is not None:
+                        ops.append(op_of(name))
             out = func.body.body
             fields = out.fields if isinstance(out, relax.Tuple) else None
             alias[binding.var.name] = ([local.get(f.name, f.name) for f in fields]
@@ -121,6 +125,28 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
 
 def _bindings(func) -> list:
     return [b for block in func.body.blocks for b in block.bindings]
+
+
+def _legalization_owners(tagged_main, legal_main, call_tir) -> dict[str, str]:
+    """Kernels an op's legalization adds before its last one (a custom op's sampling
+    pass before its GEMM): their binding's name -> the op's tagged name, found by
+    following each new binding to the op binding that reads it."""
+    from tvm import relax
+
+    before = {b.var.name for b in _bindings(tagged_main)}
+    owner: dict[str, str] = {}
+    for binding in reversed(_bindings(legal_main)):
+        name = binding.var.name
+        mine = name if _tagged(name) is not None else owner.get(name)
+        value = binding.value
+        if mine is None or not (isinstance(value, relax.Call) and value.op.same_as(call_tir)):
+            continue
+        args = value.args[1].fields if isinstance(value.args[1], relax.Tuple) \
+            else [value.args[1]]
+        for arg in args:
+            if isinstance(arg, relax.Var) and arg.name not in before:
+                owner.setdefault(arg.name, mine)
+    return owner
 
 
 def _tagged(name: str) -> int | None:

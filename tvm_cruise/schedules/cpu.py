@@ -40,9 +40,9 @@ import tvm
 from tvm import tirx
 
 from ..env import logger
-from ..relay_ops.registry import schedule_for
+from ..relay_ops.registry import SCHEDULED_ATTR, schedule_for
 
-ATTR = "tvm_cruise.default_schedule"
+ATTR = SCHEDULED_ATTR
 _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
 
 
