@@ -68,3 +68,18 @@ def test_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| onnxruntime |" in proc.stdout
     assert json.loads(out.read_text())["model"] == "digits-cnn"
+
+
+def test_onnx_runtime_unavailable_names_the_custom_op():
+    """A model with a custom op has no ONNX form ONNX Runtime runs: the row says which op,
+    instead of the bench failing (pillar-bev's exporter error, as torch 2.13 words it)."""
+    from tvm_cruise.benchmark import _onnx_failure
+
+    err = RuntimeError("Failed to convert the exported program to an ONNX model.\n"
+                       "<class 'DispatchError'>: No ONNX function found for <OpOverload("
+                       "op='cruise.pillar_scatter', overload='default')>. Failure message")
+    assert _onnx_failure(err) == ("torch's ONNX exporter has no ONNX form of "
+                                  "cruise.pillar_scatter (a custom operator ONNX Runtime has "
+                                  "no kernel for)")
+    assert _onnx_failure(ValueError("\nbad graph\nmore")) == (
+        "ONNX export or ONNX Runtime failed (ValueError: bad graph)")

@@ -192,6 +192,19 @@ def _onnx_path(model: Any, module, inputs: list, tmp: str) -> str | None:
     return path
 
 
+def _onnx_failure(err: Exception) -> str:
+    """Why ONNX Runtime cannot run the model, in one line."""
+    import re
+
+    text = str(err)
+    custom = re.search(r"No ONNX function found for <OpOverload\(op='([\w.]+)'", text)
+    if custom:
+        return (f"torch's ONNX exporter has no ONNX form of {custom.group(1)} (a custom "
+                "operator ONNX Runtime has no kernel for)")
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    return f"ONNX export or ONNX Runtime failed ({type(err).__name__}: {first[:160]})"
+
+
 def _time(fn: Callable, repeat: int, budget_s: float) -> list[float]:
     """Up to ``repeat`` timed runs (ms), fewer when they would exceed ``budget_s`` (at least
     three)."""
@@ -297,10 +310,15 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
             except ImportError:
                 raise _Unavailable("onnxruntime is not installed (fix: pip install "
                                    "onnxruntime)") from None
-            path = _onnx_path(model, module, inputs, tmp)
-            if path is None:
-                raise _Unavailable("no ONNX form of this model")
-            session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            try:
+                path = _onnx_path(model, module, inputs, tmp)
+                if path is None:
+                    raise _Unavailable("no ONNX form of this model")
+                session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+            except _Unavailable:
+                raise
+            except Exception as err:  # noqa: BLE001 - exporter and ORT raise many kinds
+                raise _Unavailable(_onnx_failure(err)) from None
             feed = {i.name: a for i, a in zip(session.get_inputs(), inputs)}
 
             def run():
