@@ -119,6 +119,23 @@ def test_torch_onnx_export_writes_the_custom_node(tmp_path):
                                   naive(features.numpy(), coords.numpy(), 2, 6, 7))
 
 
+def test_dynamo_onnx_export_writes_the_custom_node():
+    import onnx
+
+    from tvm_cruise.relay_ops.registry import onnx_translation_table
+
+    features, coords = random_case(7)
+    program = torch.onnx.export(Scatter(2, 6, 7).eval(), (features, coords), dynamo=True,
+                                opset_version=18, verbose=False,
+                                custom_translation_table=onnx_translation_table())
+    model = program.model_proto
+    onnx.checker.check_model(model)  # the com.cruise schema is registered with ONNX
+    assert [(n.domain, n.op_type) for n in model.graph.node] == [("com.cruise", "PillarScatter")]
+    art = tvm_cruise.build(model, target="llvm")
+    np.testing.assert_array_equal(np.asarray(art.run(features.numpy(), coords.numpy())),
+                                  naive(features.numpy(), coords.numpy(), 2, 6, 7))
+
+
 def test_onnx_node_in_another_domain_is_refused():
     with pytest.raises(UnsupportedOpError, match=r"PillarScatter \(domain ai.other\).*'scatter'"):
         tvm_cruise.build(_onnx_model(8, 2, 1, 4, 4, domain="ai.other"), target="llvm")

@@ -175,6 +175,7 @@ def _torch_module(model: Any):
 
 def _onnx_path(model: Any, module, inputs: list, tmp: str) -> str | None:
     from . import models
+    from .relay_ops.registry import onnx_translation_table
 
     if isinstance(model, (str, os.PathLike)):
         text = os.fspath(model)
@@ -188,7 +189,8 @@ def _onnx_path(model: Any, module, inputs: list, tmp: str) -> str | None:
 
     path = os.path.join(tmp, "model.onnx")
     torch.onnx.export(module, tuple(torch.from_numpy(a) for a in inputs), path,
-                      dynamo=True, external_data=False, verbose=False)
+                      dynamo=True, external_data=False, verbose=False,
+                      custom_translation_table=onnx_translation_table())
     return path
 
 

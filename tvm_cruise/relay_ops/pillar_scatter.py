@@ -241,6 +241,28 @@ def _from_onnx(bb, inputs, attrs, _opset):
                                  ny=int(attrs["ny"]), nx=int(attrs["nx"])))
 
 
+def _onnx_schema():
+    from onnx.defs import OpSchema
+
+    return OpSchema(
+        "PillarScatter", "com.cruise", 1,
+        doc="tvm-cruise's pillar_scatter (tvm_cruise.relay_ops.pillar_scatter)",
+        inputs=[OpSchema.FormalParameter("features", "T"), OpSchema.FormalParameter("coords", "I")],
+        outputs=[OpSchema.FormalParameter("bev", "T")],
+        type_constraints=[("T", ["tensor(float)", "tensor(float16)"], "features"),
+                          ("I", ["tensor(int32)", "tensor(int64)"], "coordinates")],
+        attributes=[OpSchema.Attribute(n, OpSchema.AttrType.INT, n)
+                    for n in ("batch_size", "ny", "nx")])
+
+
+@registry.onnx_export(NAME, _onnx_schema)
+def _to_onnx(features, coords, batch_size: int, ny: int, nx: int):
+    import onnxscript
+
+    return onnxscript.values.Opset("com.cruise", 1).PillarScatter(
+        features, coords, batch_size=batch_size, ny=ny, nx=nx)
+
+
 def register_onnx_symbolic(opset: int = 17) -> None:
     """Let ``torch.onnx.export(..., dynamo=False)`` write ``torch.ops.cruise.pillar_scatter``
     as a ``com.cruise::PillarScatter`` node."""

@@ -245,3 +245,41 @@ def torch_custom_op(name: str, reference, fake, schema: str | None = None):
 
 
 _TORCH_OPS: dict[str, Any] = {}
+
+
+# -- export to ONNX (torch's dynamo exporter) -------------------------------------------------
+_ONNX_EXPORT: dict[str, tuple[Callable, Callable | None]] = {}
+_SCHEMAS_DONE: set[str] = set()
+
+
+def onnx_export(torch_name: str, schema: Callable | None = None):
+    """Decorator: ``fn(*args)`` (an onnxscript function emitting the op's ONNX node) is how
+    ``torch.onnx.export(..., dynamo=True)`` writes ``torch.ops.cruise.<torch_name>``.
+    ``schema()`` returns the ``onnx.defs.OpSchema`` of a custom-domain node, registered
+    with ONNX once before the first export (onnxscript needs it to build the node)."""
+
+    def register(fn):
+        _unique(_ONNX_EXPORT, torch_name, "ONNX export")
+        _ONNX_EXPORT[torch_name] = (fn, schema)
+        return fn
+
+    return register
+
+
+def onnx_translation_table() -> dict:
+    """``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``: every
+    custom op with an ONNX form."""
+    import onnx
+    import torch
+
+    table = {}
+    for name, (fn, schema) in _ONNX_EXPORT.items():
+        if schema is not None and name not in _SCHEMAS_DONE:
+            made = schema()
+            try:
+                onnx.defs.get_schema(made.name, made.since_version, made.domain)
+            except onnx.defs.SchemaError:
+                onnx.defs.register_schema(made)
+            _SCHEMAS_DONE.add(name)
+        table[getattr(torch.ops.cruise, name).default] = fn
+    return table
