@@ -135,6 +135,51 @@ def test_resume_skips_tuned_tasks(tuned_dir):
     assert report.trials == 0 and "already tuned" in lines[0]
 
 
+def test_a_task_keeps_the_faster_of_search_and_default_schedule(tuned_dir):
+    """The default schedule is measured in the job: no task's record is slower than it."""
+    _, report = tuned_dir
+    for task in report.tasks:
+        assert task.default_us is not None, task
+        assert task.best_us <= task.default_us
+        assert task.status in ("tuned", "default")
+
+
+def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeypatch):
+    """Where no trial beats the default schedule (forced here: its measured time is
+    scaled down), the record is the default schedule's trace, and a build applying it gets
+    exactly the kernel a build without logs gets."""
+    import tvm
+
+    from tvm_cruise.autotune import host
+
+    real = host._default_baseline
+
+    def faster(*args):
+        trace, secs = real(*args)
+        return trace, [s * 1e-3 for s in secs]
+
+    monkeypatch.setattr(host, "_default_baseline", faster)
+    model, inputs = _tiny()
+    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
+                       progress=lambda _m: None)
+    assert [t.status for t in report.tasks] == ["default"] and report.new_records == 1
+    assert "the default schedule beat the search in 1" in report.summary()
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_cruise.schedules.cpu import schedule_kernel
+
+    mod, target, _ = host.prepared_host_module(model, "llvm", example_inputs=inputs)
+    (task,) = ms.relax_integration.extract_tasks(mod, target)
+    db, _, _ = store.load_host_database([tmp_path], target, store.Skipped())
+    replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
+    default = schedule_kernel(task.dispatched[0]["main"], target)
+    tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
+    tuned, plain = _build_tiny(tmp_path), _build_tiny(False)
+    assert tuned.metadata["tuning"]["tuned_kernels"] == 1
+    x = inputs[0].numpy()
+    np.testing.assert_array_equal(tuned.run(x), plain.run(x))
+
+
 def _copy(src, dst):
     shutil.copytree(src, dst)
     return dst

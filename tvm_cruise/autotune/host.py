@@ -33,7 +33,10 @@ class TaskResult:
     weight: int
     trials: int = 0
     best_us: float | None = None
-    status: str = "tuned"  # tuned, skipped (already tuned), not reached (time budget)
+    # tuned; default (tvm-cruise's default schedule measured faster than every trial: its
+    # trace is the record); skipped (already tuned); not reached (time budget); failed
+    status: str = "tuned"
+    default_us: float | None = None
 
 
 @dataclass
@@ -49,12 +52,14 @@ class HostTuneReport:
         return sum(t.trials for t in self.tasks)
 
     def summary(self) -> str:
-        done = sum(t.status == "tuned" for t in self.tasks)
+        done = sum(t.status in ("tuned", "default") for t in self.tasks)
+        kept = sum(t.status == "default" for t in self.tasks)
         skipped = sum(t.status == "skipped" for t in self.tasks)
         left = sum(t.status == "not reached" for t in self.tasks)
-        return (f"host: {done} tasks tuned ({self.trials} trials), {skipped} already tuned, "
-                f"{left} left for a later run; {self.new_records} new records in "
-                f"{self.log_dir} ({self.seconds:.0f} s)")
+        return (f"host: {done} tasks tuned ({self.trials} trials; the default schedule beat "
+                f"the search in {kept}), {skipped} already tuned, {left} left for a later "
+                f"run; {self.new_records} new records in {self.log_dir} "
+                f"({self.seconds:.0f} s)")
 
 
 def prepared_host_module(model, target, *, example_inputs=None, input_shapes=None, host=None,
@@ -95,6 +100,44 @@ def _runner(target, rpc_tracker: str | None, rpc_key: str | None, workers: int):
                 "measure on a remote board: --rpc-tracker HOST:PORT --rpc-key KEY "
                 "(python -m tvm.exec.rpc_tracker / rpc_server)")
     return ms.runner.LocalRunner()
+
+
+def _default_baseline(task, target, builder, runner):
+    """``(trace, run_secs)`` of tvm-cruise's default schedule of ``task``'s kernel,
+    measured by the job's own builder and runner, or None (no default schedule applies,
+    not a CPU target, or it failed to build or run).
+
+    MetaSchedule's search starts from TVM's unscheduled kernel and, in a few dozen trials,
+    often ends slower than the register-blocked default a build would otherwise apply; a
+    record that loses to it would make the tuned build slower than the untuned one.
+    """
+    from tvm.s_tir import meta_schedule as ms
+
+    from ..schedules.cpu import default_schedule
+
+    if "gpu" in target.keys or target.kind.name != "llvm":
+        return None
+    func = task.dispatched[0]["main"]
+    try:
+        sch = default_schedule(func, target)
+        if sch is None:
+            return None
+        (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
+        if built.error_msg:
+            logger.debug("default schedule of %s did not build: %s", task.task_name,
+                         built.error_msg)
+            return None
+        args = ms.arg_info.ArgInfo.from_prim_func(func)
+        (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args)])
+        result = future.result()
+    except Exception as err:  # noqa: BLE001 - a baseline never fails the job
+        logger.debug("default schedule of %s could not be measured: %s", task.task_name, err)
+        return None
+    if result.error_msg or not result.run_secs:
+        logger.debug("default schedule of %s did not run: %s", task.task_name,
+                     result.error_msg)
+        return None
+    return sch.trace, [float(x) for x in result.run_secs]
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
@@ -181,9 +224,22 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
             records = [r for r in db.get_all_tuning_records()]
         good = [r for r in records if r.run_secs and min(float(s) for s in r.run_secs) < 1e9]
         result.trials = len(records)
+        baseline = _default_baseline(task, tvm_target, builder, runner)
+        if baseline is not None:
+            result.default_us = float(np.mean(baseline[1])) * 1e6
         if good:
             result.best_us = min(float(np.mean([float(s) for s in r.run_secs]))
                                  for r in good) * 1e6
+        if result.default_us is not None and (result.best_us is None
+                                              or result.default_us <= result.best_us):
+            # the default schedule's trace is the record: a build never gets slower by
+            # applying this log than without it
+            result.status, result.best_us = "default", result.default_us
+            workload = good[0].workload if good else ms.database.Workload(task.dispatched[0])
+            args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+            good = [ms.database.TuningRecord(baseline[0], workload, baseline[1], tvm_target,
+                                             args)]
+        if good:
             report.new_records += store.write_host_records(
                 log_dir, tvm_target, [(good[0].workload, good)])
         else:
@@ -196,6 +252,10 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
         if time_budget is not None:
             eta = min(eta, max(time_budget - elapsed, 0.0))
         best = f"{result.best_us:.1f} us" if result.best_us is not None else "no valid trial"
+        if result.status == "default":
+            best += " (tvm-cruise's default schedule; no trial beat it)"
+        elif result.default_us is not None:
+            best += f" (default schedule {result.default_us:.1f} us)"
         progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
                  f"{result.trials} trials, best {best}, "
                  f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")

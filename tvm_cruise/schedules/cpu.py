@@ -284,10 +284,9 @@ def _phase_split(sch, root, buffer, stride: int) -> None:
             return
 
 
-def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
-                      ) -> tirx.PrimFunc | None:
-    """The register-blocked schedule of a one-reduction kernel (module docstring), or None
-    when the kernel has no such block."""
+def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
+    """The register-blocked schedule (a ``Schedule``) of a one-reduction kernel (module
+    docstring), or None when the kernel has no such block."""
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     blocks = list(sch.get_child_blocks(root))
@@ -343,17 +342,26 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int
     for block in sch.get_child_blocks(root):  # producers (padding) left apart
         if sch.get(block).name_hint not in done:
             _schedule_block(sch, block, lanes, cores)
-    (new,) = sch.mod.functions.values()
-    return new
+    return sch
 
 
 def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     """``func`` with the default CPU schedule, or None where no step applies."""
+    sch = default_schedule(func, target)
+    if sch is None:
+        return None
+    (new,) = sch.mod.functions.values()
+    return _mark(new, func)
+
+
+def default_schedule(func: tirx.PrimFunc, target):
+    """The default CPU schedule of ``func`` as a traced ``Schedule`` (its trace replays on
+    the kernel: tuning jobs store it as a record where it beats the search), or None."""
     (lanes, tile), cores = _vector_shape(target), _cores(target)
     done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile,
                          cores)
     if done and blocked is not None:
-        return _mark(blocked, func)
+        return blocked
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     while True:  # producers (padding, element-wise) into their consumers, one at a time
@@ -366,10 +374,7 @@ def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
         _try("reverse_compute_inline", sch.reverse_compute_inline, block)
     scheduled = [_schedule_block(sch, block, lanes, cores)
                  for block in sch.get_child_blocks(root)]
-    if not any(scheduled):
-        return None
-    (new,) = sch.mod.functions.values()
-    return _mark(new, func)
+    return sch if any(scheduled) else None
 
 
 def _mark(new: tirx.PrimFunc, func: tirx.PrimFunc) -> tirx.PrimFunc:
