@@ -77,9 +77,10 @@ def constant_levels(call) -> tuple[list[tuple[int, int]], list[int]]:
     for expr, what in ((call.args[1], "spatial_shapes"), (call.args[2], "level_start_index")):
         if not isinstance(expr, tvm.ir.expr.Constant):
             raise ValueError(
-                f"{_OP}: {what} is not a constant at build time (got {type(expr).__name__} "
-                f"{getattr(expr, 'name_hint', '')!s}); it fixes the kernel's loop bounds, "
-                f"so it must be known when the model is compiled. Fix: {_CONSTANT_FIX}")
+                f"{_OP}: {what} is not a constant at build time (it is "
+                f"{getattr(expr, 'name', None) or type(expr).__name__!r}: a model input or "
+                "a computed tensor); it fixes the kernel's loop bounds, so it must be "
+                f"known when the model is compiled. Fix: {_CONSTANT_FIX}")
         out.append(expr.value.numpy())
     return _levels_from(out[0], out[1], _OP)
 
@@ -90,8 +91,11 @@ def _infer(call) -> relax.TensorType:
                          f"sampling_locations, attention_weights), got {len(call.args)}")
     value, ss, lsi, loc, attn = call.args
     (n, s, m, d), dtype = R.tensor_type(value, "value (N, S, M, D)", _OP, 4, _FLOATS)
-    (nl, _), _ = R.tensor_type(ss, "spatial_shapes (L, 2)", _OP, 2, _INTS)
-    R.tensor_type(lsi, "level_start_index (L,)", _OP, 1, _INTS)
+    (nl, two), _ = R.tensor_type(ss, "spatial_shapes (L, 2)", _OP, 2, _INTS)
+    lsi_shape, _ = R.tensor_type(lsi, "level_start_index (L,)", _OP, 1, _INTS)
+    if two != 2 or lsi_shape != (nl,):
+        raise ValueError(f"{_OP}: spatial_shapes must be (L, 2) rows (H, W) and "
+                         f"level_start_index (L,), got {(nl, two)} and {lsi_shape}")
     lshape, _ = R.tensor_type(loc, "sampling_locations (N, Lq, M, L, P, 2)", _OP, 6, (dtype,))
     ashape, _ = R.tensor_type(attn, "attention_weights (N, Lq, M, L, P)", _OP, 5, (dtype,))
     nq, npt = lshape[1], lshape[4]
@@ -131,8 +135,9 @@ def kernel(value, loc, attn, shapes, starts):
     """TE compute of the op for fixed ``shapes`` [(H, W)] and ``starts``.
 
     Two stages: per (n, q, m, l, p) and bilinear corner k (0: y0x0, 1: y0x1, 2: y1x0, 3:
-    y1x1) the position in S (-1 outside the level) and its weight times the attention
-    weight; then the weighted gather over (l, p, k), contiguous in D.
+    y1x1) the position in S and its weight times the attention weight (0 outside the
+    level); then the weighted gather over (l, p, k), contiguous in D. A zero-weight corner
+    is skipped, so an inf/nan value there does not make a nan (PyTorch multiplies it).
     """
     n_, _, m_, d_ = (int(v) for v in value.shape)
     _, nq, _, nl, npt, _ = (int(v) for v in loc.shape)
@@ -159,7 +164,8 @@ def kernel(value, loc, attn, shapes, starts):
         return valid, start + yi * w_i + xi, wx * wy * attn[n, q, m, l, p]
 
     shape = (n_, nq, m_, nl, npt, 4)
-    index = te.compute(shape, lambda *i: tirx.Select(corner(*i)[0], corner(*i)[1], -1),
+    # an outside corner keeps an in-bounds position (0) and weight 0
+    index = te.compute(shape, lambda *i: tirx.Select(corner(*i)[0], corner(*i)[1], 0),
                        name="msda_index")
     weight = te.compute(shape, lambda *i: tirx.Select(corner(*i)[0], corner(*i)[2],
                                                       tirx.const(0.0, fdt)),
@@ -170,12 +176,11 @@ def kernel(value, loc, attn, shapes, starts):
 
     def gather(n, q, c):
         m, d = c // d_, c % d_
-        pos = index[n, q, m, rl, rp, rk]
-        # Select, not a multiply by a zero weight: an inf/nan at the clamped position
-        # must not leak in from a corner grid_sample skips.
-        return te.sum(tirx.Select(pos >= 0, weight[n, q, m, rl, rp, rk]
-                                  * value[n, tirx.max(pos, 0), m, d], tirx.const(0.0, fdt)),
-                      axis=[rl, rp, rk])
+        w = weight[n, q, m, rl, rp, rk]
+        # Select, not only the zero weight: an inf/nan at position 0 must not leak in
+        # from a corner grid_sample skips.
+        return te.sum(tirx.Select(w != 0.0, w * value[n, index[n, q, m, rl, rp, rk], m, d],
+                                  tirx.const(0.0, fdt)), axis=[rl, rp, rk])
 
     return te.compute((n_, nq, m_ * d_), gather, name="msda_out")
 
@@ -184,8 +189,35 @@ def _legalize(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     shapes, starts = constant_levels(call)
     value, _, _, loc, attn = call.args
     _check_total(shapes, int(value.ty.shape.values[1].value))
-    return bb.call_te(lambda v, sl, aw: kernel(v, sl, aw, shapes, starts), value, loc, attn,
-                      primfunc_name_hint="cruise_msda", primfunc_attrs=R.kernel_attrs(NAME))
+    target = tvm.target.Target.current(allow_none=True)
+    if target is None or "gpu" not in target.keys:
+        return bb.call_te(lambda v, sl, aw: kernel(v, sl, aw, shapes, starts), value, loc,
+                          attn, primfunc_name_hint="cruise_msda",
+                          primfunc_attrs=R.kernel_attrs(NAME))
+    # dlight's Reduction rule asserts on the data-dependent gather (TVM 0.27), so GPU
+    # kernels come scheduled: one thread per output element.
+    ins = [te.placeholder([int(d) for d in x.ty.shape.values], str(x.ty.dtype), name=nm)
+           for x, nm in ((value, "value"), (loc, "sampling_locations"),
+                         (attn, "attention_weights"))]
+    out = kernel(*ins, shapes, starts)
+    func = te.create_prim_func([*ins, out])
+    for key, val in R.kernel_attrs(NAME).items():
+        func = func.with_attr(key, val)
+    gv = bb.add_func(_gpu_schedule(func, target), "cruise_msda")
+    return relax.call_tir(gv, [value, loc, attn],
+                          relax.TensorType([int(d) for d in out.shape], out.dtype))
+
+
+def _gpu_schedule(func, target):
+    sch = tvm.s_tir.Schedule(func)
+    sch.compute_inline(sch.get_sblock("msda_index"))
+    sch.compute_inline(sch.get_sblock("msda_weight"))
+    n, q, c, *_ = sch.get_loops(sch.get_sblock("msda_out"))
+    threads = min(256, int(target.attrs.get("max_num_threads", 256)))
+    bx, tx = sch.split(sch.fuse(n, q, c), [None, threads])
+    sch.bind(bx, "blockIdx.x")
+    sch.bind(tx, "threadIdx.x")
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
 R.define_op(NAME, "multi-scale deformable attention (Deformable DETR / BEVFormer)",
@@ -203,29 +235,31 @@ def make_call(value, spatial_shapes, level_start_index, sampling_locations, atte
 
 @R.kernel_schedule(NAME)
 def schedule(func, target):
-    """Parallel over (n, q); the gather vectorized over D, which value stores contiguous.
+    """Parallel over (n, q), the corner table computed per (n, q) next to its use, the
+    gather vectorized over D (contiguous in value) into a local accumulator.
 
     The reduction (l, p, k) stays in order for each output element: only the spatial
     loops move, so results equal the unscheduled kernel's.
     """
     sch = tvm.s_tir.Schedule(func)
-    for name in ("msda_index", "msda_weight"):
-        block = sch.get_sblock(name)
-        n, q, *_ = sch.get_loops(block)
-        sch.parallel(sch.fuse(n, q))
+    index, weight = sch.get_sblock("msda_index"), sch.get_sblock("msda_weight")
+    heads = int(sch.get(sch.get_loops(index)[2]).extent)
     out = sch.get_sblock("msda_out")
     n, q, c, rl, rp, rk = sch.get_loops(out)
-    # the gathered value (N, S, M, D) is the block's only 4-d operand
-    (d_,) = {int(r.buffer.shape[3]) for r in sch.get(out).reads if len(r.buffer.shape) == 4}
-    m, d = sch.split(c, [None, d_])
+    channels = int(sch.get(c).extent) // heads
+    m, d = sch.split(c, [None, channels])
     sch.reorder(n, q, m, rl, rp, rk, d)
-    sch.parallel(sch.fuse(n, q))
-    sch.decompose_reduction(out, rl)
-    # one vector instruction group per (l, p, k); a longer D is split to keep registers
-    if d_ > 64 and d_ % 16 == 0:
-        _, d = sch.split(d, [None, 16])
-    if d_ <= 64 or d_ % 16 == 0:
+    nq = sch.fuse(n, q)
+    sch.parallel(nq)
+    sch.compute_at(weight, nq)
+    sch.compute_at(index, nq)
+    # D floats per head stay in registers across the L*P*4 corners
+    acc = sch.cache_write(out, 0, "local")
+    sch.reverse_compute_at(acc, m)
+    if channels <= 64:
         sch.vectorize(d)
+        sch.vectorize(sch.get_loops(acc)[-1])
+    sch.decompose_reduction(out, rl)
     return sch.mod["main"]
 
 
@@ -270,6 +304,9 @@ def _fake(value, spatial_shapes, level_start_index, sampling_locations, attentio
 def _torch_op():
     return R.torch_custom_op(NAME, reference, _fake, schema=_SCHEMA)
 
+
+# on import: a saved program calling torch.ops.cruise.* must load after importing tvm_cruise
+_torch_op()
 
 def multi_scale_deformable_attention(value, spatial_shapes, level_start_index,
                                      sampling_locations, attention_weights):
@@ -318,6 +355,28 @@ def register_onnx_symbolic(opset: int = 17) -> None:
         return out
 
     register_custom_op_symbolic(f"cruise::{NAME}", symbolic, opset)
+
+
+def _onnx_schema():
+    from onnx.defs import OpSchema
+
+    par = OpSchema.FormalParameter
+    return OpSchema(
+        ONNX_OP, ONNX_DOMAIN, 1,
+        doc="tvm-cruise's multi_scale_deformable_attention (tvm_cruise.relay_ops.msda)",
+        inputs=[par("value", "T"), par("spatial_shapes", "I"), par("level_start_index", "I"),
+                par("sampling_locations", "T"), par("attention_weights", "T")],
+        outputs=[par("output", "T")],
+        type_constraints=[("T", ["tensor(float)"], "features"),
+                          ("I", ["tensor(int32)", "tensor(int64)"], "level layout")])
+
+
+@R.onnx_export(NAME, _onnx_schema)
+def _to_onnx(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+    import onnxscript
+
+    return onnxscript.values.Opset(ONNX_DOMAIN, 1).MultiScaleDeformableAttention(
+        value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
 
 
 # ---------------------------------------------------------------- ONNX
