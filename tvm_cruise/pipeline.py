@@ -221,9 +221,9 @@ def finalize_passes(target) -> list:
 
         preload_tensor_intrinsics()
         # A GPU kernel without a schedule does not compile at all (unbound threads).
-        passes.append(dl.ApplyDefaultSchedule(dl.gpu.Matmul(), dl.gpu.GEMV(),
-                                              dl.gpu.Reduction(), dl.gpu.GeneralReduction(),
-                                              dl.gpu.Fallback()))
+        rules = (dl.gpu.Matmul(), dl.gpu.GEMV(), dl.gpu.Reduction(),
+                 dl.gpu.GeneralReduction(), dl.gpu.Fallback())
+        passes.append(dl.ApplyDefaultSchedule(*[_declining(dl, r) for r in rules]))
     t = relax.transform
     passes += [t.RewriteDataflowReshape(), t.ToNonDataflow(), t.RemovePurityChecking(),
                t.CallTIRRewrite(), t.StaticPlanBlockMemory()]
@@ -232,6 +232,27 @@ def finalize_passes(target) -> list:
     passes += [t.LowerAllocTensor(), t.KillAfterLastUse(), t.LowerRuntimeBuiltin(),
                t.ComputePrimValue(), t.VMShapeLower(), t.AttachGlobalSymbol()]
     return passes
+
+
+def _declining(dl, rule):
+    """``rule``, declining a kernel it asserts on instead of failing the build.
+
+    dlight's ``gpu.Reduction`` (TVM 0.27) asserts in ``collect_block_iter_vars_used_in_
+    access_region`` on kernels that read at a data-dependent index (roi_align's bilinear
+    samples); declined, the next rule (``Fallback``) schedules them.
+    """
+
+    class Declining(dl.ScheduleRule):
+        def apply(self, func, target, tunable):
+            try:
+                return rule.apply(func, target, tunable)
+            except AssertionError:
+                return None
+
+        def __repr__(self):
+            return f"Declining({rule!r})"
+
+    return Declining()
 
 
 def library_dispatch_passes(target) -> list:  # noqa: ARG001 - same for every host kind
