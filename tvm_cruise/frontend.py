@@ -62,6 +62,13 @@ class ImportedModel:
 def _shape_dtype(ty, what: str) -> tuple[tuple[int, ...], str]:
     from tvm import relax
 
+    if isinstance(ty, relax.TensorType) and ty.shape is None and what.startswith("output"):
+        raise ModelLoadError(
+            f"{what} is not a tensor with a known shape ({ty}): its length depends on the "
+            "data (torchvision.ops.nms keeps a data-dependent number of boxes); tvm-cruise "
+            "compiles static shapes. Fix: for NMS call torch.ops.cruise.nms_padded(dets, "
+            "scores, iou_threshold, max_out) (tvm_cruise.relay_ops.detection; indices "
+            "padded with -1, and the count)")
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         raise ModelLoadError(f"{what} is not a tensor with a known shape ({ty}); tvm-cruise "
                              "compiles tensor-in, tensor-out models")
