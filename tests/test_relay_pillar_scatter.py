@@ -206,3 +206,15 @@ def test_cuda_build_compiles_with_nvcc():
     source = cuda.cuda_source(art)
     assert "__global__" in source
     assert cuda.compile_check(art, arch="sm_87")["cubin_bytes"] > 1000
+
+
+def test_tuning_job_leaves_the_hand_scheduled_kernels_alone(tmp_path):
+    from tvm_cruise.autotune.host import tune_host
+
+    features, coords = random_case(8)
+    lines = []
+    report = tune_host(Scatter(2, 6, 7), "llvm", tmp_path, trials=4,
+                       example_inputs=(features, coords), progress=lines.append)
+    assert report.tasks == [] and report.new_records == 0
+    assert "2 kernels written scheduled by custom ops, not tuned: " in lines[0]
+    assert "cruise_pillar_winner" in lines[0] and "cruise_pillar_scatter" in lines[0]

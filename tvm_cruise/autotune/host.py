@@ -102,6 +102,11 @@ def _runner(target, rpc_tracker: str | None, rpc_key: str | None, workers: int):
     return ms.runner.LocalRunner()
 
 
+def _scheduled_by_hand(task) -> bool:
+    attrs = task.dispatched[0]["main"].attrs
+    return attrs is not None and bool(attrs.get("tirx.is_scheduled", False))
+
+
 def _default_baseline(task, target, builder, runner):
     """``(trace, run_secs)`` of tvm-cruise's default schedule of ``task``'s kernel,
     measured by the job's own builder and runner, or None (no default schedule applies,
@@ -178,6 +183,12 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
             "parallelizes for it. Fix: add \"num-cores\" to the host, e.g. --host "
             "'llvm -mcpu=cortex-a78 -mtriple=aarch64-linux-gnu -num-cores=8'")
     tasks = ms.relax_integration.extract_tasks(mod, tvm_target)
+    # a custom op's kernel written already scheduled (relay_ops) is not a search space
+    by_hand = [t for t in tasks if _scheduled_by_hand(t)]
+    tasks = [t for t in tasks if not _scheduled_by_hand(t)]
+    if by_hand:
+        progress(f"host: {len(by_hand)} kernels written scheduled by custom ops, not tuned: "
+                 f"{', '.join(t.task_name for t in by_hand)}")
     report = HostTuneReport(store.canonical_target(tvm_target), str(log_dir))
     if not tasks:
         progress("host: no host kernels to tune (everything runs on the accelerator)")
