@@ -18,4 +18,4 @@ rule ``custom-op``.
 """
 
 from . import registry  # noqa: F401
-from . import detection, msda, pillar_scatter  # noqa: F401  (registration)
+from . import deform_conv, detection, msda, pillar_scatter  # noqa: F401  (registration)
