@@ -26,16 +26,22 @@ class ReferenceModel:
 
         if self.name == "digits-cnn":  # trained, not seeded
             return zoo.trained_digits()
-        cls = {
+        return zoo.seeded(self._class(), self.input_shape, self.seed)
+
+    def _class(self):
+        from . import zoo
+
+        return {
             "perception-cnn": zoo.PerceptionCNN,
             "resnet18": zoo.ResNet18,
             "transformer": zoo.TransformerEncoder,
+            "pillar-bev": zoo.PillarBEV,
         }[self.name]
-        return zoo.seeded(cls, self.input_shape, self.seed)
 
     def example_inputs(self, seed: int | None = None):
         """A tuple with one seeded N(0, 1) float32 input tensor of the model's shape (for
-        ``digits-cnn``, without a seed: the first held-out image)."""
+        ``digits-cnn``, without a seed: the first held-out image; ``pillar-bev`` draws its
+        pillars and their cells, see ``zoo.PillarBEV.sample_inputs``)."""
         import torch
 
         if self.name == "digits-cnn" and seed is None:
@@ -44,6 +50,9 @@ class ReferenceModel:
             return (torch.from_numpy(digits_data()["heldout_images"][:1].copy()),)
 
         gen = torch.Generator().manual_seed(self.seed + 7 if seed is None else seed)
+        cls = self._class() if self.name != "digits-cnn" else None
+        if hasattr(cls, "sample_inputs"):  # models with several inputs draw their own
+            return tuple(cls.sample_inputs(gen))
         return (torch.randn(self.input_shape, generator=gen),)
 
 
@@ -65,6 +74,13 @@ REFERENCE_MODELS: dict[str, ReferenceModel] = {
             "4-layer transformer encoder, d_model 256, 4 heads, ff 1024, seq 128",
             (1, 128, 256),
             seed=4,
+        ),
+        ReferenceModel(
+            "pillar-bev",
+            "PointPillars-style BEV detector using the custom ops: pillar_scatter, "
+            "multi-scale deformable attention neck, DCNv2 head; 512 pillars, 64x64 grid",
+            (512, 16, 4),
+            seed=21,
         ),
     )
 }
@@ -90,21 +106,31 @@ def get(name: str):
     return ref.build(), ref.example_inputs()
 
 
-def export_onnx(name: str, path, opset: int = 18) -> str:
-    """Export a bundled model to one self-contained ``.onnx`` file (input ``x``, output ``y``)."""
+# Models whose ONNX form needs a newer opset (DeformConv exists from opset 19).
+_ONNX_OPSET = {"pillar-bev": 19}
+
+
+def export_onnx(name: str, path, opset: int | None = None) -> str:
+    """Export a bundled model to one self-contained ``.onnx`` file (input ``x``, or ``x0``,
+    ``x1``, ... for several; output ``y``); custom operators as their ONNX nodes
+    (``com.cruise`` domain, see docs/custom_ops.md)."""
     import logging
 
     import torch
 
+    from ..relay_ops.registry import onnx_translation_table
+
     model, inputs = get(name)
+    opset = opset or _ONNX_OPSET.get(name, 18)
+    names = ["x"] if len(inputs) == 1 else [f"x{i}" for i in range(len(inputs))]
     # torch's exporter warns once per torchvision op it cannot register; not ours to show.
     onnx_log = logging.getLogger("torch.onnx")
     level = onnx_log.level
     onnx_log.setLevel(logging.ERROR)
     try:
-        torch.onnx.export(model, inputs, str(path), input_names=["x"], output_names=["y"],
+        torch.onnx.export(model, inputs, str(path), input_names=names, output_names=["y"],
                           opset_version=opset, dynamo=True, external_data=False,
-                          verbose=False)
+                          verbose=False, custom_translation_table=onnx_translation_table())
     finally:
         onnx_log.setLevel(level)
     return str(path)

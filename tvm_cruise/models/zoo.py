@@ -135,10 +135,102 @@ class TransformerEncoder(nn.Module):
         return self.layers(x)
 
 
+class PillarBEV(nn.Module):
+    """A PointPillars-style BEV detector with a deformable-attention neck and a DCN head:
+    the bundled model that uses tvm-cruise's custom operators (``tvm_cruise.relay_ops``).
+
+    - pillar encoder: linear 4 -> 32 + BN + ReLU per point, max over a pillar's 16 points;
+    - ``pillar_scatter`` to a 1x32x64x64 BEV pseudo-image (a 64 x 64 grid);
+    - BEV backbone: conv3x3+BN+ReLU 32 -> 64 (stride 2, 32 x 32), 64 -> 128 (stride 2,
+      16 x 16); 1x1 projections of both levels to 64 channels;
+    - neck: 256 learned BEV queries (16 x 16) attend to both levels with
+      ``multi_scale_deformable_attention`` (4 heads of 16 channels, 4 points per level),
+      then an output projection and a residual;
+    - head: a modulated deformable conv3x3 (``deform_conv2d`` with offsets and mask from a
+      conv) + ReLU, then 1x1 convs to 3 class heatmaps (sigmoid) and 8 box parameters.
+
+    Inputs: ``points`` (512, 16, 4) float32 (x, y, z, intensity per point, zero-padded) and
+    ``coords`` (512, 4) int32 (batch, z, y, x; rows of -1 pad the unused pillars). Output
+    1x11x16x16.
+    """
+
+    pillars, points, grid, heads, levels, samples = 512, 16, 64, 4, 2, 4
+
+    def __init__(self):
+        super().__init__()
+        d = 64
+        self.pfn = nn.Linear(4, 32)
+        self.pfn_bn = nn.BatchNorm1d(32)
+        self.block1 = ConvBNReLU(32, 64, 2)
+        self.block2 = ConvBNReLU(64, 128, 2)
+        self.proj1 = nn.Conv2d(64, d, 1)
+        self.proj2 = nn.Conv2d(128, d, 1)
+        self.query = nn.Parameter(0.5 * torch.randn(16 * 16, d))
+        self.sampling_offsets = nn.Linear(d, self.heads * self.levels * self.samples * 2)
+        self.attention_weights = nn.Linear(d, self.heads * self.levels * self.samples)
+        self.output_proj = nn.Linear(d, d)
+        self.dcn_offset = nn.Conv2d(d, 27, 3, padding=1)  # 18 offsets + 9 mask logits
+        self.dcn = nn.Conv2d(d, d, 3, padding=1)  # its weight and bias, used deformably
+        self.heatmap = nn.Conv2d(d, 3, 1)
+        self.box = nn.Conv2d(d, 8, 1)
+        sizes = [(self.grid // 2, self.grid // 2), (self.grid // 4, self.grid // 4)]
+        self.register_buffer("spatial_shapes", torch.tensor(sizes, dtype=torch.int64))
+        self.register_buffer("level_start_index", torch.tensor([0, sizes[0][0] * sizes[0][1]]))
+        self.register_buffer("normalizer", torch.tensor([[w, h] for h, w in sizes],
+                                                        dtype=torch.float32))
+        ys, xs = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+        self.register_buffer("reference_points", torch.stack(
+            [(xs.flatten() + 0.5) / 16, (ys.flatten() + 0.5) / 16], -1))
+
+    @classmethod
+    def sample_inputs(cls, gen: torch.Generator):
+        """Seeded pillars: 400 of the 512 slots used, 1 to 16 points each, at distinct
+        cells; the rest padding."""
+        used = 400
+        cells = torch.randperm(cls.grid * cls.grid, generator=gen)[:used]
+        coords = torch.full((cls.pillars, 4), -1, dtype=torch.int32)
+        coords[:used] = torch.stack([torch.zeros_like(cells), torch.zeros_like(cells),
+                                     cells // cls.grid, cells % cls.grid], 1).int()
+        counts = torch.randint(1, cls.points + 1, (cls.pillars,), generator=gen)
+        counts[used:] = 0
+        filled = torch.arange(cls.points)[None, :] < counts[:, None]
+        points = torch.randn(cls.pillars, cls.points, 4, generator=gen) * filled[..., None]
+        return points, coords
+
+    def forward(self, points, coords):
+        from ..relay_ops.deform_conv import deform_conv2d
+        from ..relay_ops.msda import multi_scale_deformable_attention
+        from ..relay_ops.pillar_scatter import pillar_scatter
+
+        x = self.pfn_bn(self.pfn(points).transpose(1, 2))  # (P, 32, points)
+        pillar = torch.relu(x).max(dim=2).values
+        bev = pillar_scatter(pillar, coords, 1, self.grid, self.grid)
+        f1 = self.block1(bev)
+        f2 = self.block2(f1)
+        value = torch.cat([self.proj1(f1).flatten(2), self.proj2(f2).flatten(2)], 2)
+        value = value.transpose(1, 2).reshape(1, -1, self.heads, 64 // self.heads)
+        query = self.query[None]
+        q = query.shape[1]
+        offsets = self.sampling_offsets(query).view(
+            1, q, self.heads, self.levels, self.samples, 2)
+        locations = (self.reference_points[None, :, None, None, None, :]
+                     + offsets / self.normalizer[None, None, None, :, None, :])
+        weights = torch.softmax(self.attention_weights(query).view(
+            1, q, self.heads, self.levels * self.samples), -1).view(
+            1, q, self.heads, self.levels, self.samples)
+        attended = multi_scale_deformable_attention(
+            value, self.spatial_shapes, self.level_start_index, locations, weights)
+        fmap = (query + self.output_proj(attended)).transpose(1, 2).reshape(1, 64, 16, 16)
+        om = self.dcn_offset(fmap)
+        head = torch.relu(deform_conv2d(fmap, om[:, :18], self.dcn.weight, self.dcn.bias,
+                                        padding=1, mask=torch.sigmoid(om[:, 18:])))
+        return torch.cat([torch.sigmoid(self.heatmap(head)), self.box(head)], 1)
+
+
 def _randomize_affine(model: nn.Module, gen: torch.Generator) -> None:
     """Non-trivial BN/LayerNorm affine parameters (gamma in [0.5, 1.5], beta ~ N(0, 0.1))."""
     for mod in model.modules():
-        if isinstance(mod, (nn.BatchNorm2d, nn.LayerNorm)):
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm)):
             with torch.no_grad():
                 mod.weight.copy_(0.5 + torch.rand(mod.weight.shape, generator=gen))
                 mod.bias.copy_(0.1 * torch.randn(mod.bias.shape, generator=gen))
@@ -146,16 +238,19 @@ def _randomize_affine(model: nn.Module, gen: torch.Generator) -> None:
 
 def _calibrate_batchnorm(model: nn.Module, input_shape, gen: torch.Generator) -> None:
     """Measure BN running statistics on a seeded batch, so they are real and non-trivial."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     if not bns:
         return
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over the calibration batches
     model.train()
-    batch = torch.randn((_CALIBRATION_BATCH, *input_shape[1:]), generator=gen)
     with torch.no_grad():
-        model(batch)
+        if hasattr(model, "sample_inputs"):  # several inputs: one sample per forward
+            for _ in range(_CALIBRATION_BATCH):
+                model(*model.sample_inputs(gen))
+        else:
+            model(torch.randn((_CALIBRATION_BATCH, *input_shape[1:]), generator=gen))
     for bn in bns:
         bn.momentum = 0.1
 
