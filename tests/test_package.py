@@ -86,7 +86,8 @@ def test_installed_versions_are_the_pinned_ones():
 def test_every_knob_is_declared_once():
     names = [k.name for k in env.KNOBS]
     assert len(names) == len(set(names))
-    assert all(n.startswith("TVM_CRUISE_") for n in names)
+    # ours, and TVM's own thread count, which tvm-cruise sets when the user did not
+    assert all(n.startswith("TVM_CRUISE_") or n == "TVM_NUM_THREADS" for n in names)
 
 
 def test_log_level_knob(monkeypatch):
@@ -110,3 +111,26 @@ def test_every_source_package_is_installed():
         rel = path.relative_to(source.parent).with_suffix("")
         name = ".".join(p for p in rel.parts if p != "__init__")
         assert importlib.import_module(name).__name__ == name
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "cores"), ("1", 1)],
+                         ids=["unset", "user-set"])
+def test_tvm_runtime_threads(preset, expected):
+    """TVM alone takes half the logical CPUs on x86 (1 thread on a 2-vCPU machine whose
+    vCPUs are cores); tvm-cruise gives it the physical cores unless the user chose."""
+    import os
+    import subprocess
+    import sys
+
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    if preset is not None:
+        environ["TVM_NUM_THREADS"] = preset
+    code = ("import tvm_cruise, tvm; "
+            "print(tvm.get_global_func('runtime.NumThreads')(), "
+            "tvm_cruise.env.physical_cores())")
+    out = subprocess.run([sys.executable, "-c", code], env=environ, capture_output=True,
+                         text=True, timeout=120, check=True).stdout.split()
+    threads, cores = int(out[0]), int(out[1])
+    assert threads == (cores if expected == "cores" else expected)
+    assert 1 <= cores <= (os.cpu_count() or 1)

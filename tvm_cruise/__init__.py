@@ -15,9 +15,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from . import _compat, env  # noqa: E402
+from . import env  # noqa: E402
 
+env.configure_threads()  # before TVM's thread pool starts
 env.configure_logging()
+
+from . import _compat  # noqa: E402
 _compat.enforce_dependencies()
 
 from .artifact import read_metadata  # noqa: E402
