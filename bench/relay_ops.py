@@ -32,7 +32,16 @@ def cases() -> dict:
     """``{name: (torch callable, args)}`` from every operator module's ``bench_case``."""
     from tvm_cruise.relay_ops import deform_conv, detection, msda, pillar_scatter
 
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+    import torch
+
+    if not hasattr(torch.ops.torchvision, "roi_align"):
+        # torchvision's C++ ops do not load beside the CPU torch: declare torchvision's
+        # roi_align with tvm-cruise's reference kernel, as the tests do
+        sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+        import torchvision_ops
+
+        torchvision_ops.ensure("roi_align", detection.roi_align_reference,
+                               detection.roi_align_fake)
     out = {}
     for module in (pillar_scatter, msda, deform_conv, detection):
         got = module.bench_case()
@@ -60,6 +69,13 @@ def _timer(fn, repeat: int) -> list[float]:
     return out
 
 
+def _leaves(out) -> list:
+    """Every output as a numpy array (torch tensors, TVM tensors, tuples of them)."""
+    if isinstance(out, (tuple, list)) or type(out).__name__ == "Array":
+        return [a for o in out for a in _leaves(o)]
+    return [out.numpy()]
+
+
 def _rel(out, ref) -> float:
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
     if out.shape != ref.shape:
@@ -75,11 +91,10 @@ def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
     import tvm_cruise
 
     with torch.no_grad():
-        ref = fn(*args)
-    ref = ref.numpy()
+        ref = _leaves(fn(*args))
     module = _one_op(fn)
     systems = {"pytorch": lambda: fn(*args)}
-    result = {"op": name, "systems": {}}
+    result = {"op": name, "systems": {"pytorch": {}}}
     for system, kwargs in (("tvm-untuned", {"default_schedules": False}), ("tvm-default", {})):
         start = time.perf_counter()
         art = tvm_cruise.build(module, target="llvm", example_inputs=args, tuning_logs=False,
@@ -87,7 +102,7 @@ def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
         build_s = time.perf_counter() - start
         inputs = [tvm.runtime.tensor(a.numpy()) for a in args]
         func = art.vm["main"]
-        err = _rel(func(*inputs).numpy(), ref)
+        err = max(_rel(o, r) for o, r in zip(_leaves(func(*inputs)), ref))
         result["systems"][system] = {"build_s": round(build_s, 2), "max_rel_error": err}
         if err > TOLERANCE:
             result["systems"][system]["status"] = "WRONG"
@@ -125,8 +140,13 @@ def main() -> None:
     unknown = sorted(set(chosen) - set(available))
     if unknown:
         parser.error(f"unknown case(s) {unknown}; the cases are {', '.join(available)}")
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-               f"torch {torch.__version__} with {torch.get_num_threads()} threads")
+    import tvm
+
+    from tvm_cruise.benchmark import _cpu_name
+
+    machine = (f"{_cpu_name()}, {os.cpu_count()} CPUs, {platform.machine()}; torch "
+               f"{torch.__version__} with {torch.get_num_threads()} threads, TVM with "
+               f"{tvm.get_global_func('runtime.NumThreads')()}")
     results = []
     print(f"measured on: {machine}")
     header = f"{'op':<34}{'system':<13}{'min ms':>9}{'median ms':>11}{'vs PyTorch':>12}"
