@@ -277,9 +277,9 @@ def _schedule(func, target):
     the cores; the per-point stages (weights, corners: arithmetic on contiguous offsets)
     vectorized along the output row. The gather stays scalar: TVM lowers a vector gather
     lane by lane, measured 1.6-1.7x slower than the scalar loop (docs/custom_ops_deform_conv.md)."""
-    from ..schedules.cpu import _cores, _vector_shape
+    from ..schedules.cpu import core_count, vector_shape
 
-    lanes, _ = _vector_shape(target)
+    lanes, _ = vector_shape(target)
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     for name in ("deform_weights", "deform_corners", "deform_columns"):
         block = sch.get_sblock(name)
@@ -291,7 +291,7 @@ def _schedule(func, target):
             _, inner = sch.split(row, [None, vec])
             sch.vectorize(inner)
         fused = sch.fuse(*outer)
-        if _cores(target) > 1:
+        if core_count(target) > 1:
             sch.parallel(fused)
     (new,) = sch.mod.functions.values()
     return new

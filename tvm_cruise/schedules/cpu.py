@@ -46,7 +46,7 @@ ATTR = SCHEDULED_ATTR
 _SPATIAL, _REDUCE, _OTHER = "S", "R", "O"
 
 
-def _vector_shape(target) -> tuple[int, int]:
+def vector_shape(target) -> tuple[int, int]:
     """``(lanes, tile)``: fp32 lanes per vector register, and how many vector accumulators
     a register tile may hold (half the vector registers: 16 of AVX-512's and AArch64's 32,
     8 of AVX2's 16; the rest hold the loaded vector and the broadcast operands)."""
@@ -65,7 +65,7 @@ def _vector_shape(target) -> tuple[int, int]:
     return 4, 16 if has("neon") else 8
 
 
-def _cores(target) -> int:
+def core_count(target) -> int:
     cores = target.attrs.get("num-cores") if target.attrs is not None else None
     return int(cores) if cores else (os.cpu_count() or 1)
 
@@ -357,7 +357,7 @@ def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
 def default_schedule(func: tirx.PrimFunc, target):
     """The default CPU schedule of ``func`` as a traced ``Schedule`` (its trace replays on
     the kernel: tuning jobs store it as a record where it beats the search), or None."""
-    (lanes, tile), cores = _vector_shape(target), _cores(target)
+    (lanes, tile), cores = vector_shape(target), core_count(target)
     done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile,
                          cores)
     if done and blocked is not None:

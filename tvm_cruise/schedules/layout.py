@@ -63,11 +63,11 @@ def conv2d_packed(data, packed, strides, padding, dilation):
 def pack_narrow_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
     """``mod`` with every narrow-row fp32 NCHW convolution computed from a packed constant
     weight (CPU hosts only; others unchanged)."""
-    from .cpu import _vector_shape
+    from .cpu import vector_shape
 
     if "gpu" in target.keys or target.kind.name != "llvm":
         return mod
-    lanes, tile = _vector_shape(target)
+    lanes, tile = vector_shape(target)
 
     def rewrite(bb, var, value, bound):
         if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
