@@ -60,15 +60,6 @@ def _one_op(fn):
     return OneOp().eval()
 
 
-def _timer(fn, repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - start) * 1e3)
-    return out
-
-
 def _leaves(out) -> list:
     """Every output as a numpy array (torch tensors, TVM tensors, tuples of them)."""
     if isinstance(out, (tuple, list)) or type(out).__name__ == "Array":
@@ -89,6 +80,7 @@ def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
     import tvm
 
     import tvm_cruise
+    from tvm_cruise.benchmark import _time
 
     with torch.no_grad():
         ref = _leaves(fn(*args))
@@ -114,7 +106,7 @@ def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
             fn_()
         for _ in range(rounds):
             for system, fn_ in systems.items():
-                samples[system] += _timer(fn_, repeat)
+                samples[system] += _time(fn_, repeat, budget_s=30.0)
     for system, times in samples.items():
         entry = result["systems"].setdefault(system, {})
         entry.update(min_ms=round(min(times), 3), median_ms=round(statistics.median(times), 3))

@@ -60,18 +60,23 @@ def _infer(call):
 def _winner_kernel(p, b, ny, nx, idtype, gpu: bool):
     cells = b * ny * nx
 
+    @T.macro
+    def scatter_in_order(coords, winner):
+        # a later pillar overwrites: each cell ends with its highest-index pillar
+        for k in T.serial(p):
+            if (coords[k, 0] >= 0 and coords[k, 0] < b and coords[k, 1] == 0
+                    and coords[k, 2] >= 0 and coords[k, 2] < ny
+                    and coords[k, 3] >= 0 and coords[k, 3] < nx):
+                winner[T.Cast("int32", (coords[k, 0] * ny + coords[k, 2]) * nx
+                              + coords[k, 3])] = k
+
     # Each cell's pillar: -1 (empty), else the highest-index pillar scattered there.
     @T.prim_func(private=True, s_tir=True)
     def winner_cpu(coords: T.Buffer((p, 4), idtype), winner: T.Buffer((cells,), "int32")):
         with T.sblock("root"):
             for i in T.parallel(cells):
                 winner[i] = -1
-            for k in T.serial(p):
-                if (coords[k, 0] >= 0 and coords[k, 0] < b and coords[k, 1] == 0
-                        and coords[k, 2] >= 0 and coords[k, 2] < ny
-                        and coords[k, 3] >= 0 and coords[k, 3] < nx):
-                    winner[T.Cast("int32", (coords[k, 0] * ny + coords[k, 2]) * nx
-                                  + coords[k, 3])] = k
+            scatter_in_order(coords, winner)
 
     threads = 256
     grid = (cells + threads - 1) // threads
@@ -86,12 +91,7 @@ def _winner_kernel(p, b, ny, nx, idtype, gpu: bool):
             # one thread, in pillar order: deterministic without atomics
             for bx in T.thread_binding(1, thread="blockIdx.x"):
                 for tx in T.thread_binding(1, thread="threadIdx.x"):
-                    for k in T.serial(p):
-                        if (coords[k, 0] >= 0 and coords[k, 0] < b and coords[k, 1] == 0
-                                and coords[k, 2] >= 0 and coords[k, 2] < ny
-                                and coords[k, 3] >= 0 and coords[k, 3] < nx):
-                            winner[T.Cast("int32", (coords[k, 0] * ny + coords[k, 2]) * nx
-                                          + coords[k, 3])] = k
+                    scatter_in_order(coords, winner)
 
     return winner_gpu if gpu else winner_cpu
 
