@@ -149,7 +149,19 @@ def _neg(rule, acc, build, op, message=None, precision="fp16"):
     return pytest.param(rule, acc, build, op, message, precision, id=rule)
 
 
+def _pillar_scatter(features):
+    from tvm_cruise.relay_ops import registry
+
+    coords = np.array([[0, 0, 1, 2], [0, 0, 3, 3], [-1, -1, -1, -1]] * 2, dtype="int32")
+    return registry.call("pillar_scatter", [features, relax.const(coords)], batch_size=1, ny=4,
+                         nx=4)
+
+
 NEGATIVE = [
+    _neg("custom-op", "cruise-npu", lambda: graph([(6, 8)], lambda e, f: _pillar_scatter(f)),
+         "relax.cruise.pillar_scatter", "cruise-npu: cruise.pillar_scatter is a tvm-cruise "
+         "custom operator (PointPillars' scatter of pillar features to a BEV image); no "
+         "accelerator instruction set implements it"),
     _neg("op-not-supported", "cruise-npu", lambda: graph([X], lambda e, x: relax.op.nn.softmax(x)),
          "relax.nn.softmax", "cruise-npu: nn.softmax is not supported (it runs: conv2d, dense"),
     _neg("dtype", "cruise-npu", lambda: graph([X], lambda e, x: conv(x, 8, 8)),
