@@ -511,7 +511,7 @@ def ranges_from_model(merged, functions, data: ModelRanges) -> dict:
     from tvm import relax
 
     from .byoc.npu.quantize import FunctionRanges
-    from .byoc.partition import op_id, op_source
+    from .byoc.ops import op_id, op_source
     from .byoc.patterns import composite_op_ids
 
     last = _last_op_of_node(merged)
@@ -562,7 +562,7 @@ def _last_op_of_node(mod) -> dict[str, int]:
     import tvm
     from tvm import relax
 
-    from .byoc.partition import op_id, op_source
+    from .byoc.ops import op_id, op_source
 
     last: dict[str, int] = {}
 

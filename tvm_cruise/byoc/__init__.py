@@ -3,6 +3,7 @@
 - ``rules``: every accelerator limit as one named rule with one message
 - ``patterns``: fused pattern tables generated from a spec, checked by the rules
 - ``fold``: BatchNorm folded into the preceding conv (with or without bias)
+- ``ops``: operator identity (every op's id, kept in its span)
 - ``partition``: FuseOpsByPattern + MergeCompositeFunctions, precision policy
 - ``precision``: per-layer precision overrides by name (mixed precision)
 - ``report``: the placement report (``art.placement``, ``analyze``)

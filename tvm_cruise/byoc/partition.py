@@ -14,13 +14,10 @@ program for the accelerator's precision, with casts at the host/accelerator boun
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import tvm
 from tvm import relax
 
-from .._importers import SEPARATOR
 from ..errors import BuildError
 from ..targets.spec import AcceleratorSpec
 from .patterns import ACTIVE_PRECISION, REFUSED_OPS, composite_op_ids
@@ -29,60 +26,9 @@ from .precision import (HOST_PRECISION, Override, check_layer_precision, mark_co
                         pattern_name, resolve, restore_codegen, spread_to_layers)
 from .report import HOST, OpPlacement, PlacementReport
 from .rewrite import rebuild_main
+from .ops import op_calls, op_id, op_source, tag_ops
 from .rules import (DTYPE_BYTES, PRECISIONS, RULES, family_of, macs, static_shape,
                     violations)
-
-_TAG = re.compile(r"^#(\d+)@")
-
-
-# -- op identity -------------------------------------------------------------------------
-def _tagged_span(idx: int, old) -> tvm.ir.Span:
-    text = str(old.source_name.name) if old is not None and old.source_name is not None else ""
-    text = _TAG.sub("", text)
-    return tvm.ir.Span(tvm.ir.SourceName(f"#{idx}@{text}"), 0, 0, 0, 0)
-
-
-def op_id(expr) -> int | None:
-    span = getattr(expr, "span", None)
-    if span is None or span.source_name is None:
-        return None
-    match = _TAG.match(str(span.source_name.name))
-    return int(match.group(1)) if match else None
-
-
-def op_source(expr) -> tuple[str, str]:
-    span = getattr(expr, "span", None)
-    text = _TAG.sub("", str(span.source_name.name)) if span is not None and \
-        span.source_name is not None else ""
-    if SEPARATOR in text:
-        path, node = text.split(SEPARATOR, 1)
-        return path, node
-    return "", text
-
-
-def tag_ops(mod):
-    """Give every operator call in ``main`` a unique id (kept in its span)."""
-    counter = iter(range(1 << 30))
-
-    def rewrite(bb, var, value, bound):
-        if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op):
-            return relax.Call(value.op, value.args, value.attrs, value.ty_args,
-                              span=_tagged_span(next(counter), value.span))
-        return None
-
-    return rebuild_main(mod, rewrite)
-
-
-def _op_calls(func) -> list:
-    calls = []
-
-    def visit(expr):
-        if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op):
-            calls.append(expr)
-
-    relax.analysis.post_order_visit(func.body, visit)
-    return calls
-
 
 # -- partition -------------------------------------------------------------------------------
 def patterns_for(spec: AcceleratorSpec):
@@ -130,7 +76,7 @@ def partition(mod, spec: AcceleratorSpec, precision: str = "fp16", model: str = 
     overrides: dict[int, Override] = {}
     layer_precision = check_layer_precision(layer_precision)
     if layer_precision:
-        calls = _op_calls(tagged["main"])
+        calls = op_calls(tagged["main"])
         named = {op_id(c): op_source(c) for c in calls}
         overrides = resolve([(i, s, n) for i, (s, n) in named.items()], layer_precision,
                             spec.name)
@@ -171,7 +117,7 @@ def placement_report(tagged, merged, spec: AcceleratorSpec, precision: str,
         relax.analysis.post_order_visit(merged[gv].body, visit)
 
     ops = []
-    for call in _op_calls(tagged["main"]):
+    for call in op_calls(tagged["main"]):
         idx = op_id(call)
         path, node = op_source(call)
         entry = OpPlacement(id=idx, source=path, node=node, op=call.op.name, device=HOST,

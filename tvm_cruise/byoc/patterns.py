@@ -56,7 +56,7 @@ def _act_pattern(spec: AcceleratorSpec, inner):
 
 
 def _ok(spec: AcceleratorSpec, *calls) -> bool:
-    from .partition import op_id
+    from .ops import op_id
 
     precision = ACTIVE_PRECISION.get()
     refused = REFUSED_OPS.get()
@@ -101,7 +101,7 @@ def _op_ids_attr(annotated) -> dict:
     function unique: TVM would otherwise reuse one function for structurally equal
     groups (two residual adds, say) and the second group's ops would lose their names.
     """
-    from .partition import op_id
+    from .ops import op_id
 
     ids = sorted({op_id(e) for e in annotated.values() if op_id(e) is not None})
     return {OP_IDS_ATTR: ",".join(map(str, ids))}

@@ -32,7 +32,7 @@ def extract(prepared, placement=None) -> dict:
     """
     from tvm import relax
 
-    from ..byoc.partition import _op_calls, op_id, op_source, tag_ops
+    from ..byoc.ops import op_calls, op_id, op_source, tag_ops
     from ..byoc.rules import macs
 
     tagged = tag_ops(prepared)
@@ -40,7 +40,7 @@ def extract(prepared, placement=None) -> dict:
     where = {o.id: o for o in placement.ops} if placement is not None else {}
     nodes = [{"id": f"input:{p.name}", "name": p.name, "op": "input", "device": "io"}
              for p in main.params]
-    for call in _op_calls(main):
+    for call in op_calls(main):
         idx = op_id(call)
         placed = where.get(idx)
         path, node = op_source(call)

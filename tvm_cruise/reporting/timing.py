@@ -49,7 +49,7 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
     import tvm
     from tvm import relax
 
-    from ..byoc.partition import op_id
+    from ..byoc.ops import op_id
     from ..byoc.rewrite import rebuild_main
     from ..pipeline import legalize_passes, library_dispatch_passes, run_passes
     from ..schedules.layout import pack_narrow_conv_weights
