@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import tvm_cruise
-from tvm_cruise.autotune import store
+from tvm_cruise.schedules import records as store
 from tvm_cruise.autotune.host import tune_host
 from tvm_cruise.autotune.npu import tune_npu
 from tvm_cruise.errors import BuildError
@@ -261,7 +261,7 @@ def test_opting_out(tuned_dir):
 
 def _writer(args):
     root, index = args
-    from tvm_cruise.autotune import store as st
+    from tvm_cruise.schedules import records as st
     from tvm_cruise.targets import accelerators
 
     spec = accelerators()["cruise-npu-lite"]

@@ -17,7 +17,7 @@ MODULES = [
     "tvm_cruise.frontend", "tvm_cruise.pipeline", "tvm_cruise.registration",
     "tvm_cruise.runtime", "tvm_cruise.targets", "tvm_cruise.targets.host",
     "tvm_cruise.targets.spec", "tvm_cruise.models", "tvm_cruise.models.zoo",
-    "tvm_cruise.autotune", "tvm_cruise.autotune.store", "tvm_cruise.byoc",
+    "tvm_cruise.autotune", "tvm_cruise.schedules.records", "tvm_cruise.byoc",
     "tvm_cruise.relay_ops", "tvm_cruise.schedules", "tvm_cruise.tuning_logs",
     "tvm_cruise.reporting",
 ]
@@ -49,7 +49,7 @@ def test_registration_is_idempotent():
 
 def test_package_data_is_installed():
     """Specs and the shipped tuning-log folder come with a non-editable install."""
-    from tvm_cruise.autotune import shipped_log_dir
+    from tvm_cruise.schedules.records import shipped_log_dir
     from tvm_cruise.targets import accelerators
 
     shipped = {n: s for n, s in accelerators().items() if s.source.endswith(".json")}

@@ -204,7 +204,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     import tvm
     import tvm_ffi
 
-    from .autotune import open_logs
+    from .schedules.records import open_logs
 
     if verify not in (False, True, "strict"):
         raise BuildError(f"verify={verify!r}: use False, True (warn) or 'strict' (fail)")

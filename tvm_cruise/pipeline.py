@@ -193,7 +193,7 @@ def host_kernels(mod, target, database=None):
     Returns ``(module, kernels, tuned, records that failed to apply)``. Tuning jobs call
     it without a database to extract exactly the kernels a build will look up.
     """
-    from .autotune.apply import apply_database
+    from .schedules.apply import apply_database
 
     from .schedules.layout import pack_narrow_conv_weights
 
@@ -299,7 +299,7 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
             _accelerator_for_target(target, spec)
         from tvm.s_tir import meta_schedule as ms
 
-        from .autotune import open_logs
+        from .schedules.records import open_logs
         from .schedules.cpu import apply_default_schedules
 
         # The defaults of tvm_cruise.build: shipped logs and TVM_CRUISE_TUNING_LOGS; a

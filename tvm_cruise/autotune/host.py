@@ -24,7 +24,7 @@ from typing import Callable
 
 from ..env import logger
 from ..errors import BuildError
-from . import store
+from ..schedules import records as store
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import __version__
-from . import store
+from ..schedules import records as store
 
 
 @dataclass

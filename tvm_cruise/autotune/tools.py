@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
+from ..schedules import records as store
 
 
 def _host_sets(root: Path):

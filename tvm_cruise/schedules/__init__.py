@@ -1,4 +1,4 @@
-"""TensorIR schedules for host kernels.
+"""How every kernel gets its schedule: tuned records, else tvm-cruise's defaults.
 
 - ``cpu``: the default schedule of every CPU kernel that no tuning record covers
   (register-blocked reductions, threads over the outer spatial loops, vectors;
@@ -6,6 +6,11 @@
 - ``layout``: build-time weight packing for narrow-row convolutions (vectorized over
   output channels by ``cpu``).
 
-Tuned kernels get MetaSchedule's schedules from the tuning logs (``tvm_cruise.autotune``);
-CUDA kernels without a record get dlight's defaults (``pipeline.finalize_passes``).
+- ``records``: the tuning-log store (layout, stamps, locking, robust reading; host records
+  keyed by CPU target, NPU tilings by spec hash) and ``open_logs`` for builds;
+- ``apply``: host records onto a build's kernels (MetaSchedule's database), never failing
+  the build.
+
+The jobs that write records are ``tvm_cruise.autotune`` (above the pipeline). CUDA kernels
+without a record get dlight's defaults (``pipeline.finalize_passes``).
 """
