@@ -163,10 +163,9 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
     """
     import os
 
-    import numpy as np
     from tvm.s_tir import meta_schedule as ms
 
-    from .._tvm_workarounds import drop_unnamed_meta_schedule_handlers, preload_tensor_intrinsics
+    from .._tvm_workarounds import preload_tensor_intrinsics
 
     preload_tensor_intrinsics()
     import logging
@@ -223,36 +222,11 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
         budget = budgets[i]
         progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
                  f"{budget} trials ...")
-        with tempfile.TemporaryDirectory(prefix="tvm_cruise_tune_") as work, \
-                contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
-            drop_unnamed_meta_schedule_handlers()
-            ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                [task], work, seed=seed)
-            db = ms.tune.tune_tasks(
-                tasks=ctxs, task_weights=weights, work_dir=work, max_trials_global=budget,
-                num_trials_per_iter=min(budget, 16), builder=builder, runner=runner,
-                cost_model="xgb", database=ms.database.JSONDatabase(work_dir=work))
-            records = [r for r in db.get_all_tuning_records()]
-        good = [r for r in records if r.run_secs and min(float(s) for s in r.run_secs) < 1e9]
-        result.trials = len(records)
-        baseline = _default_baseline(task, tvm_target, builder, runner)
-        if baseline is not None:
-            result.default_us = float(np.mean(baseline[1])) * 1e6
-        if good:
-            result.best_us = min(float(np.mean([float(s) for s in r.run_secs]))
-                                 for r in good) * 1e6
-        if result.default_us is not None and (result.best_us is None
-                                              or result.default_us <= result.best_us):
-            # the default schedule's trace is the record: a build never gets slower by
-            # applying this log than without it
-            result.status, result.best_us = "default", result.default_us
-            workload = good[0].workload if good else ms.database.Workload(task.dispatched[0])
-            args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-            good = [ms.database.TuningRecord(baseline[0], workload, baseline[1], tvm_target,
-                                             args)]
-        if good:
+        records = _search(task, budget, builder, runner, seed, quiet)
+        keep = _keep_faster(task, tvm_target, records, builder, runner, result)
+        if keep:
             report.new_records += store.write_host_records(
-                log_dir, tvm_target, [(good[0].workload, good)])
+                log_dir, tvm_target, [(keep[0].workload, keep)])
         else:
             result.status = "failed"
             logger.warning("host task %s: every trial failed to build or run", task.task_name)
@@ -262,13 +236,61 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
         eta = elapsed / planned_done * max(planned - planned_done, 0)
         if time_budget is not None:
             eta = min(eta, max(time_budget - elapsed, 0.0))
-        best = f"{result.best_us:.1f} us" if result.best_us is not None else "no valid trial"
-        if result.status == "default":
-            best += " (tvm-cruise's default schedule; no trial beat it)"
-        elif result.default_us is not None:
-            best += f" (default schedule {result.default_us:.1f} us)"
         progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
-                 f"{result.trials} trials, best {best}, "
+                 f"{result.trials} trials, best {_best_text(result)}, "
                  f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _search(task, budget: int, builder, runner, seed: int, quiet: bool) -> list:
+    """MetaSchedule's records for ``task`` after ``budget`` trials (a fresh work dir)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .._tvm_workarounds import drop_unnamed_meta_schedule_handlers
+
+    with tempfile.TemporaryDirectory(prefix="tvm_cruise_tune_") as work, \
+            contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
+        drop_unnamed_meta_schedule_handlers()
+        ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+            [task], work, seed=seed)
+        db = ms.tune.tune_tasks(
+            tasks=ctxs, task_weights=weights, work_dir=work, max_trials_global=budget,
+            num_trials_per_iter=min(budget, 16), builder=builder, runner=runner,
+            cost_model="xgb", database=ms.database.JSONDatabase(work_dir=work))
+        return list(db.get_all_tuning_records())
+
+
+def _keep_faster(task, target, records: list, builder, runner, result: TaskResult) -> list:
+    """The records to write: the search's that ran, or the default schedule's trace where
+    no trial beat it (measured now, :func:`_default_baseline`); fills ``result``."""
+    import numpy as np
+    from tvm.s_tir import meta_schedule as ms
+
+    good = [r for r in records if r.run_secs and min(float(s) for s in r.run_secs) < 1e9]
+    result.trials = len(records)
+    if good:
+        result.best_us = min(float(np.mean([float(s) for s in r.run_secs]))
+                             for r in good) * 1e6
+    baseline = _default_baseline(task, target, builder, runner)
+    if baseline is None:
+        return good
+    result.default_us = float(np.mean(baseline[1])) * 1e6
+    if result.best_us is not None and result.best_us < result.default_us:
+        return good
+    # the default schedule's trace is the record: a build never gets slower by applying
+    # this log than without it
+    result.status, result.best_us = "default", result.default_us
+    workload = good[0].workload if good else ms.database.Workload(task.dispatched[0])
+    args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+    return [ms.database.TuningRecord(baseline[0], workload, baseline[1], target, args)]
+
+
+def _best_text(result: TaskResult) -> str:
+    if result.best_us is None:
+        return "no valid trial"
+    if result.status == "default":
+        return f"{result.best_us:.1f} us (tvm-cruise's default schedule; no trial beat it)"
+    if result.default_us is not None:
+        return f"{result.best_us:.1f} us (default schedule {result.default_us:.1f} us)"
+    return f"{result.best_us:.1f} us"
