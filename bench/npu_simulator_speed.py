@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from tvm_cruise.byoc.npu import ProgramBuilder, Simulator
+from tvm_cruise.npu import ProgramBuilder, Simulator
 from tvm_cruise.targets import accelerators
 
 C, H, W, K, ROWS = 64, 56, 56, 3, 8

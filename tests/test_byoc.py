@@ -284,7 +284,7 @@ def test_every_rule_has_a_negative_case():
 def test_compiler_refusal_goes_to_host(monkeypatch):
     """An op the rules accept but the NPU compiler cannot lower runs on the host, the report
     quotes the compiler, and the build still gives the right numbers."""
-    from tvm_cruise.byoc.npu.codegen import Emitter
+    from tvm_cruise.npu.compiler.codegen import Emitter
 
     def broken(self, index, layer):
         raise tvm_cruise.BuildError("NPU compiler: injected failure for this test")

@@ -128,7 +128,7 @@ def test_analyze_json():
 
 
 def test_npu_disasm_and_simulate(tmp_path):
-    from tvm_cruise.byoc.npu import ProgramBuilder
+    from tvm_cruise.npu import ProgramBuilder
     from tvm_cruise.targets import accelerators
 
     b = ProgramBuilder(accelerators()["cruise-npu-lite"])

@@ -10,10 +10,10 @@ import torch
 
 import tvm_cruise
 from tvm_cruise import calibration
-from tvm_cruise.byoc.npu import Simulator
-from tvm_cruise.byoc.npu.codegen import compile_graph
-from tvm_cruise.byoc.npu.graph import Activation, Graph, Layer, Value
-from tvm_cruise.byoc.npu.quantize import FunctionRanges, quantize_graph, requant_params
+from tvm_cruise.npu import Simulator
+from tvm_cruise.npu.compiler.codegen import compile_graph
+from tvm_cruise.npu.compiler.graph import Activation, Graph, Layer, Value
+from tvm_cruise.npu.compiler.quantize import FunctionRanges, quantize_graph, requant_params
 from tvm_cruise.errors import BuildError, InputMismatchError
 from tvm_cruise.targets import accelerators
 

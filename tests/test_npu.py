@@ -9,10 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tvm_cruise.byoc.npu import Program, ProgramBuilder, Simulator
-from tvm_cruise.byoc.npu import isa
-from tvm_cruise.byoc.npu.disasm import disassemble
-from tvm_cruise.byoc.npu.program import (HEADER_BYTES, MAX_TENSOR_BYTES, TENSOR_BYTES,
+from tvm_cruise.npu import Program, ProgramBuilder, Simulator
+from tvm_cruise.npu import isa
+from tvm_cruise.npu.disasm import disassemble
+from tvm_cruise.npu.program import (HEADER_BYTES, MAX_TENSOR_BYTES, TENSOR_BYTES,
                                          TensorDecl)
 from tvm_cruise.errors import (HazardError, NpuExecutionError, NpuProgramError,
                                SramAccessError)
@@ -584,7 +584,7 @@ def test_program_runs_in_relax_and_survives_export(tmp_path):
     from tvm import relax
 
     from conftest import run_python
-    from tvm_cruise.byoc.npu.runtime import call_npu, last_stats
+    from tvm_cruise.npu.runtime import call_npu, last_stats
 
     prog = _valid_program()
     bb = relax.BlockBuilder()

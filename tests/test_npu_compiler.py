@@ -8,10 +8,10 @@ import pytest
 from tvm import relax
 
 import tvm_cruise
-from tvm_cruise.byoc.npu import Simulator
-from tvm_cruise.byoc.npu.codegen import compile_graph
-from tvm_cruise.byoc.npu.graph import Graph, Layer, Requant, Value
-from tvm_cruise.byoc.npu.tiling import Tiling
+from tvm_cruise.npu import Simulator
+from tvm_cruise.npu.compiler.codegen import compile_graph
+from tvm_cruise.npu.compiler.graph import Graph, Layer, Requant, Value
+from tvm_cruise.npu.compiler.tiling import Tiling
 from tvm_cruise.errors import BuildError
 from tvm_cruise.targets import accelerators
 

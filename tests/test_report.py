@@ -14,9 +14,9 @@ import pytest
 import torch
 
 import tvm_cruise
-from tvm_cruise.byoc.npu import compiler, simulator
-from tvm_cruise.byoc.npu.codegen import Emitter, value_tensors
-from tvm_cruise.byoc.npu.graph import Graph, Layer, Value
+from tvm_cruise.npu import compiler, simulator
+from tvm_cruise.npu.compiler.codegen import Emitter, value_tensors
+from tvm_cruise.npu.compiler.graph import Graph, Layer, Value
 from tvm_cruise.cli import main
 from tvm_cruise.errors import InputMismatchError
 from tvm_cruise.reporting import Report, accuracy, graph

@@ -48,7 +48,7 @@ def _check(spec, mod, inputs, reference):
         assert o.rules and o.reasons and all(o.reasons), report.table()
     if report.host_ops or len(stage.compiled) != 1:
         return False
-    from tvm_cruise.byoc.npu import Simulator
+    from tvm_cruise.npu import Simulator
 
     fn = stage.compiled[0]
     outs, _ = Simulator(spec).run(fn.program, [np.asarray(x, np.float16) for x in inputs])

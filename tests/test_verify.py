@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import tvm_cruise
-from tvm_cruise.byoc.npu import simulator
+from tvm_cruise.npu import simulator
 from tvm_cruise.errors import BuildError
 
 pytestmark = pytest.mark.cruise_npu

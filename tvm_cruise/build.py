@@ -20,7 +20,7 @@ from .calibration import (DEFAULT_PERCENTILE, CalibrationData, load_calibration,
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
-from .byoc.npu.graph import TUNABLE
+from .npu.compiler.graph import TUNABLE
 from .byoc.precision import check_layer_precision
 from .pipeline import (AcceleratorStage, accelerator_stage, finalize_passes, host_kernels,
                        prepare_passes, run_passes, verify_stage)

@@ -9,7 +9,7 @@ partitioned module, offloaded functions inlined) and records each tensor's absol
 samples, which clips rare outliers) or ``entropy`` (the clipping threshold whose 128-level
 quantized histogram of |x| diverges least from the original, by Kullback-Leibler: TensorRT's
 entropy calibrator, :func:`entropy_threshold`). The NPU compiler turns the ranges into int8 scales
-(``byoc/npu/quantize.py``).
+(``npu/compiler/quantize.py``).
 
 Ranges are cached by (partitioned module hash, calibration data hash, method): in-process,
 and in ``TVM_CRUISE_CALIBRATION_CACHE`` (a directory of JSON files) when it is set, so
@@ -277,7 +277,7 @@ def calibrate(merged, functions, data: CalibrationData | ModelRanges) -> dict:
     import tvm
     import tvm_ffi
 
-    from .byoc.npu.quantize import FunctionRanges
+    from .npu.compiler.quantize import FunctionRanges
 
     if not functions:
         return {}
@@ -329,7 +329,7 @@ def _read_stored(key: tuple) -> dict | None:
     """Ranges a previous process stored for ``key`` (None: none, or unreadable)."""
     import json
 
-    from .byoc.npu.quantize import FunctionRanges
+    from .npu.compiler.quantize import FunctionRanges
     from .env import logger
 
     path = _stored_path(key)
@@ -510,7 +510,7 @@ def ranges_from_model(merged, functions, data: ModelRanges) -> dict:
     """
     from tvm import relax
 
-    from .byoc.npu.quantize import FunctionRanges
+    from .npu.compiler.quantize import FunctionRanges
     from .byoc.ops import op_id, op_source
     from .byoc.patterns import composite_op_ids
 

@@ -336,7 +336,7 @@ def _cmd_logs(args) -> int:
 
 
 def _read_program(path: str):
-    from .byoc.npu.program import Program
+    from .npu.program import Program
     from .errors import NpuProgramError
     from .targets import accelerators
 
@@ -353,7 +353,7 @@ def _read_program(path: str):
 
 
 def _cmd_npu_disasm(args) -> int:
-    from .byoc.npu.disasm import disassemble
+    from .npu.disasm import disassemble
 
     program, _ = _read_program(args.program)
     print(disassemble(program))
@@ -361,7 +361,7 @@ def _cmd_npu_disasm(args) -> int:
 
 
 def _cmd_npu_simulate(args) -> int:
-    from .byoc.npu import Simulator
+    from .npu import Simulator
 
     program, spec = _read_program(args.program)
     rng = np.random.default_rng(args.seed)

@@ -62,7 +62,7 @@ class AcceleratorStage:
     programs: list = field(default_factory=list)
     placement: object = None  # byoc.PlacementReport
     totals: dict = field(default_factory=dict)
-    compiled: list = field(default_factory=list)  # byoc.npu.compiler.CompiledFunction
+    compiled: list = field(default_factory=list)  # npu.compiler.CompiledFunction
     partitioned: object = None  # the module before lowering (verification builds from it)
     functions: list = field(default_factory=list)  # its offloaded functions (GlobalVars)
 
@@ -78,7 +78,7 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
                       records: dict | None = None, calibration=None,
                       layer_precision: dict | None = None):
     """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
-    compile every offloaded function into an NPU program (``byoc.npu.compiler``).
+    compile every offloaded function into an NPU program (``npu.compiler``).
 
     The programs run in the NPU simulator through ``<key>.run``; their statistics are
     simulated (cycle model), recorded per function. int8 functions (``precision="int8"``,
@@ -98,8 +98,8 @@ def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16"
         from .calibration import missing_calibration
 
         raise missing_calibration(model)
-    from .byoc.npu.codegen import LoweringFailures
-    from .byoc.npu.compiler import lower, total_stats
+    from .npu.compiler.codegen import LoweringFailures
+    from .npu.compiler import lower, total_stats
     from .byoc.partition import accelerator_functions, partition
     from .byoc.precision import function_precision
     from .env import logger

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from .byoc.npu.runtime import register_runtime
+from .npu.runtime import register_runtime
 from .byoc.patterns import register as register_patterns
 from .pipeline import register_pipelines
 from .targets import AcceleratorSpec, add_accelerator, list_targets

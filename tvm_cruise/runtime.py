@@ -111,12 +111,12 @@ class CompiledModel:
 
     def npu_stats(self):
         """Simulated NPU statistics per offloaded function and in total (a
-        ``byoc.npu.report.NpuStats``; None when nothing runs on an accelerator).
+        ``npu.report.NpuStats``; None when nothing runs on an accelerator).
 
         Cycles, time at the spec's clock and utilization come from the simulator's cycle
         model: they are simulated, never wall time.
         """
-        from .byoc.npu.report import from_metadata
+        from .npu.report import from_metadata
 
         return from_metadata(self.metadata)
 

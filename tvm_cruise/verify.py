@@ -145,7 +145,7 @@ def verify_functions(partitioned, functions, compiled, spec, *,
     indices
         Each function's index in the placement report (default: its position here).
     """
-    from .byoc.npu.simulator import Simulator
+    from .npu.simulator import Simulator
 
     if not functions:
         return []

@@ -37,8 +37,8 @@ class NpuTuneReport:
 
 
 def _probe(spec, layer):
-    from ..byoc.npu.codegen import Emitter
-    from ..byoc.npu.graph import Graph
+    from ..npu.compiler.codegen import Emitter
+    from ..npu.compiler.graph import Graph
 
     return Emitter(spec, Graph("probe", list(layer.inputs), [layer.output], [layer],
                                layer.output.dtype))
@@ -46,7 +46,7 @@ def _probe(spec, layer):
 
 def _groups(spec, layer):
     """Candidate tilings grouped like the heuristic's search: most rows first."""
-    from ..byoc.npu import tiling as T
+    from ..npu.compiler import tiling as T
 
     _, shape, sram = _probe(spec, layer).problem(layer)
     rows_arr, cols = spec.hardware["mac_array"]
@@ -83,9 +83,9 @@ def candidates(spec, layer, per_group: int = 3) -> list:
 
 def layer_cycles(spec, layer, tiling) -> int:
     """Simulated cycles of ``layer`` alone with ``tiling`` (timing-only run)."""
-    from ..byoc.npu.codegen import compile_graph
-    from ..byoc.npu.graph import Graph
-    from ..byoc.npu.simulator import Simulator
+    from ..npu.compiler.codegen import compile_graph
+    from ..npu.compiler.graph import Graph
+    from ..npu.simulator import Simulator
 
     inputs = list(layer.inputs) + ([layer.residual] if layer.residual is not None else [])
     graph = Graph("probe", inputs, [layer.output], [layer], layer.output.dtype)
@@ -97,7 +97,7 @@ def layer_cycles(spec, layer, tiling) -> int:
 def tune_npu(model, target, log_dir, *, retune: bool = False,
              progress: Callable[[str], None] = print, **build_options) -> NpuTuneReport:
     """Search the tiles of every offloaded MAC layer of ``model`` on ``target``'s NPU."""
-    from ..byoc.npu.graph import TUNABLE, describe_layer, from_relax, layer_signature
+    from ..npu.compiler.graph import TUNABLE, describe_layer, from_relax, layer_signature
     from ..byoc.partition import accelerator_functions, partition
     from ..frontend import ImportedModel, load_model
     from ..pipeline import prepare_passes, run_passes

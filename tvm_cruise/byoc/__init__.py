@@ -7,7 +7,9 @@
 - ``partition``: FuseOpsByPattern + MergeCompositeFunctions, precision policy
 - ``precision``: per-layer precision overrides by name (mixed precision)
 - ``report``: the placement report (``art.placement``, ``analyze``)
-- ``npu``: the NPU program compiler, instruction set, simulator and runtime
+
+The NPU itself (instruction set, program format, simulator, runtime) and its program
+compiler live in ``tvm_cruise.npu``.
 
 What the rules accept, the NPU compiler lowers; an op it cannot lower goes back to the host
 with the compiler's reason (``pipeline.accelerator_stage``).

@@ -143,7 +143,7 @@ def simplify_resize(mod: tvm.IRModule) -> tvm.IRModule:
       A cubic one is refused with a clear error.
     """
     from ..errors import BuildError
-    from .npu.resize import interpolation_matrix
+    from ..npu.compiler.resize import interpolation_matrix
 
     def rewrite(bb, var, value, bound):
         if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op)

@@ -28,8 +28,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ..byoc.npu.codegen import value_tensors
-from ..byoc.npu.program import HEADER_BYTES
+from ..npu.compiler.codegen import value_tensors
+from ..npu.program import HEADER_BYTES
 from ..env import logger
 from ..errors import BuildError
 from ..runtime import flatten_outputs
@@ -93,8 +93,8 @@ class LayerwiseCheck:
                  tolerance: float = DEFAULT_TOLERANCE):
         import tvm
 
-        from ..byoc.npu.runtime import function_name
-        from ..byoc.npu.simulator import Simulator
+        from ..npu.runtime import function_name
+        from ..npu.simulator import Simulator
 
         self.stage, self.names, self.labels, self.tolerance = stage, names, labels, tolerance
         self.taps: dict[str, list[tuple[int, ...]]] = {}

@@ -319,8 +319,8 @@ def _deployability(art, graph: dict) -> dict:
 
 
 def _performance(art, details, resolved, data_in, names, repeat, top) -> dict:
-    from ..byoc.npu.program import HEADER_BYTES
-    from ..byoc.npu.runtime import function_name
+    from ..npu.program import HEADER_BYTES
+    from ..npu.runtime import function_name
     from . import timing
 
     spec = resolved.accelerator

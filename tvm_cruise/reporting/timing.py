@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..byoc.npu.program import HEADER_BYTES
+from ..npu.program import HEADER_BYTES
 
 NO_SOURCE = "(compiler-inserted, e.g. a boundary cast)"
 _TAG = "__op"

@@ -14,8 +14,8 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
-from ..patterns import composite_op_ids
-from ..rules import (ACTIVATIONS, activation_name, broadcast_box, is_constant, prim_value,
+from ...byoc.patterns import composite_op_ids
+from ...byoc.rules import (ACTIVATIONS, activation_name, broadcast_box, is_constant, prim_value,
                      static_shape)
 
 

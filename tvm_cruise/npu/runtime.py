@@ -12,9 +12,9 @@ import threading
 
 import numpy as np
 
-from ...errors import NpuExecutionError
-from ...targets import accelerators
-from ...targets.spec import AcceleratorSpec
+from ..errors import NpuExecutionError
+from ..targets import accelerators
+from ..targets.spec import AcceleratorSpec
 from .program import HEADER_BYTES, Program
 from .simulator import RunStats, Simulator
 

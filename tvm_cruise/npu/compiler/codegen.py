@@ -20,7 +20,7 @@ from ...errors import BuildError
 from ...targets.spec import AcceleratorSpec
 from . import tiling as T
 from .graph import Graph, Layer, Value, _reason, broadcast_box, broadcast_mode
-from .program import Program, ProgramBuilder
+from ..program import Program, ProgramBuilder
 from .resize import interpolation_matrix
 
 

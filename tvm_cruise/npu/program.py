@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ...errors import NpuProgramError
-from ...targets.spec import AcceleratorSpec
+from ..errors import NpuProgramError
+from ..targets.spec import AcceleratorSpec
 from . import isa
 
 MAGIC = b"CRUISNPU"

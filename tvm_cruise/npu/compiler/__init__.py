@@ -21,10 +21,10 @@ from ...targets.spec import AcceleratorSpec
 from .codegen import LoweringFailures, compile_graph
 from .graph import TUNABLE, Graph, from_relax, layer_macs, layer_signature
 from .tiling import Tiling
-from .program import Program
+from ..program import Program
 from .quantize import FunctionRanges, quantize_graph
-from .runtime import call_npu
-from .simulator import RunStats, Simulator
+from ..runtime import call_npu
+from ..simulator import RunStats, Simulator
 
 
 @dataclass
@@ -134,8 +134,8 @@ def lower(mod: tvm.IRModule, spec: AcceleratorSpec, functions, tilings=None, rec
     ``tilings``: {function name: {layer index: Tiling}}; ``records``: NPU tuning records;
     ``ranges``: {function name: FunctionRanges} of the int8 programs (the others: fp16).
     """
-    from ..partition import _without
-    from ..rewrite import rebuild_main
+    from ...byoc.partition import _without
+    from ...byoc.rewrite import rebuild_main
 
     compiled, failures = {}, []
     for gv in functions:

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ...errors import HazardError, NpuExecutionError, SramAccessError
-from ...targets.spec import AcceleratorSpec
+from ..errors import HazardError, NpuExecutionError, SramAccessError
+from ..targets.spec import AcceleratorSpec
 from . import isa
 from .program import Program
 
