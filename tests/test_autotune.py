@@ -152,13 +152,13 @@ def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeyp
 
     from tvm_cruise.autotune import host
 
-    real = host._default_baseline
+    real = host._measure_pair
 
     def faster(*args):
-        trace, secs = real(*args)
-        return trace, [s * 1e-3 for s in secs]
+        times = real(*args)
+        return [times[0] * 1e-3, *times[1:]]
 
-    monkeypatch.setattr(host, "_default_baseline", faster)
+    monkeypatch.setattr(host, "_measure_pair", faster)
     model, inputs = _tiny()
     report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
                        progress=lambda _m: None)
@@ -178,6 +178,26 @@ def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeyp
     assert tuned.metadata["tuning"]["tuned_kernels"] == 1
     x = inputs[0].numpy()
     np.testing.assert_array_equal(tuned.run(x), plain.run(x))
+
+
+def test_a_default_trace_tvm_cannot_write_leaves_no_record(tmp_path, monkeypatch):
+    """MetaSchedule's JSON writer has no form for some trace arguments (a transform_layout's
+    index map, in the register-blocked default of most convolutions): the task then keeps
+    no record, and builds apply the default schedule, rather than the slower trials."""
+    from tvm_cruise.autotune import host
+
+    real = host._measure_pair
+    monkeypatch.setattr(host, "_measure_pair",
+                        lambda *a: [t * (1e-3 if i == 0 else 1) for i, t in
+                                    enumerate(real(*a))])
+    monkeypatch.setattr(host, "_storable", lambda record: False)
+    model, inputs = _tiny()
+    lines = []
+    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
+                       progress=lines.append)
+    assert [(t.status, t.stored) for t in report.tasks] == [("default", False)]
+    assert report.new_records == 0 and "MetaSchedule cannot write its trace" in lines[-1]
+    assert _build_tiny(tmp_path).metadata["tuning"]["default_scheduled"] == 1
 
 
 def _copy(src, dst):

@@ -37,6 +37,7 @@ class TaskResult:
     # trace is the record); skipped (already tuned); not reached (time budget); failed
     status: str = "tuned"
     default_us: float | None = None
+    stored: bool = True  # False: the default won but its trace cannot be written
 
 
 @dataclass
@@ -107,42 +108,62 @@ def _scheduled_by_hand(task) -> bool:
     return attrs is not None and bool(attrs.get("tirx.is_scheduled", False))
 
 
-def _default_baseline(task, target, builder, runner):
-    """``(trace, run_secs)`` of tvm-cruise's default schedule of ``task``'s kernel,
-    measured by the job's own builder and runner, or None (no default schedule applies,
-    not a CPU target, or it failed to build or run).
+_ROUNDS = 3  # back-to-back measurements of the best trial and the default schedule
 
-    MetaSchedule's search starts from TVM's unscheduled kernel and, in a few dozen trials,
-    often ends slower than the register-blocked default a build would otherwise apply; a
-    record that loses to it would make the tuned build slower than the untuned one.
-    """
-    from tvm.s_tir import meta_schedule as ms
 
+def _default_schedule(task, target):
+    """tvm-cruise's default schedule of ``task``'s kernel (a traced ``Schedule``), or None
+    (not a CPU target, or no default schedule applies)."""
     from ..schedules.cpu import default_schedule
 
     if "gpu" in target.keys or target.kind.name != "llvm":
         return None
-    func = task.dispatched[0]["main"]
     try:
-        sch = default_schedule(func, target)
-        if sch is None:
-            return None
-        (built,) = builder.build([ms.builder.BuilderInput(sch.mod, target)])
-        if built.error_msg:
-            logger.debug("default schedule of %s did not build: %s", task.task_name,
-                         built.error_msg)
-            return None
-        args = ms.arg_info.ArgInfo.from_prim_func(func)
-        (future,) = runner.run([ms.runner.RunnerInput(built.artifact_path, "cpu", args)])
-        result = future.result()
+        return default_schedule(task.dispatched[0]["main"], target)
     except Exception as err:  # noqa: BLE001 - a baseline never fails the job
-        logger.debug("default schedule of %s could not be measured: %s", task.task_name, err)
+        logger.debug("no default schedule for %s: %s", task.task_name, err)
         return None
-    if result.error_msg or not result.run_secs:
-        logger.debug("default schedule of %s did not run: %s", task.task_name,
-                     result.error_msg)
+
+
+def _measure_pair(task, target, builder, runner, modules: list) -> list[float] | None:
+    """Median seconds of each module in ``modules`` (the same kernel scheduled two ways),
+    measured in alternation by the job's builder and runner, so that both see the same
+    machine load; None if one fails to build or run."""
+    import numpy as np
+    from tvm.s_tir import meta_schedule as ms
+
+    try:
+        built = builder.build([ms.builder.BuilderInput(m, target) for m in modules])
+        if any(b.error_msg for b in built):
+            logger.debug("%s: a schedule did not build: %s", task.task_name,
+                         [b.error_msg for b in built])
+            return None
+        args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
+        samples: list[list[float]] = [[] for _ in modules]
+        for _ in range(_ROUNDS):
+            futures = runner.run([ms.runner.RunnerInput(b.artifact_path, "cpu", args)
+                                  for b in built])
+            for i, future in enumerate(futures):
+                result = future.result()
+                if result.error_msg or not result.run_secs:
+                    logger.debug("%s: a schedule did not run: %s", task.task_name,
+                                 result.error_msg)
+                    return None
+                samples[i] += [float(x) for x in result.run_secs]
+    except Exception as err:  # noqa: BLE001 - a baseline never fails the job
+        logger.debug("%s: could not measure: %s", task.task_name, err)
         return None
-    return sch.trace, [float(x) for x in result.run_secs]
+    return [float(np.median(x)) for x in samples]
+
+
+def _storable(record) -> bool:
+    """Whether MetaSchedule can write ``record`` (its JSON writer has no form for some
+    trace arguments, e.g. the index map of a ``transform_layout``)."""
+    try:
+        record.as_json()
+        return True
+    except Exception:  # noqa: BLE001 - TVM raises TypeError and others
+        return False
 
 
 def _bar(done: int, total: int, width: int = 20) -> str:
@@ -227,6 +248,8 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
         if keep:
             report.new_records += store.write_host_records(
                 log_dir, tvm_target, [(keep[0].workload, keep)])
+        elif result.status == "default":
+            pass  # no record: builds apply the default schedule anyway
         else:
             result.status = "failed"
             logger.warning("host task %s: every trial failed to build or run", task.task_name)
@@ -262,35 +285,59 @@ def _search(task, budget: int, builder, runner, seed: int, quiet: bool) -> list:
 
 
 def _keep_faster(task, target, records: list, builder, runner, result: TaskResult) -> list:
-    """The records to write: the search's that ran, or the default schedule's trace where
-    no trial beat it (measured now, :func:`_default_baseline`); fills ``result``."""
+    """The records to write for ``task``; fills ``result``.
+
+    MetaSchedule's search starts from TVM's unscheduled kernel and, in a few dozen trials,
+    can end slower than the register-blocked default schedule a build applies without a
+    record; such a record would make the tuned build slower than the untuned one. So the
+    best trial and the default schedule are measured again back to back (the trials' own
+    times come from other moments, and a loaded machine skews them). Where the default is
+    at least as fast, its trace becomes the record, or, if MetaSchedule cannot write that
+    trace, no record is written and builds keep applying the default.
+    """
     import numpy as np
+    import tvm
     from tvm.s_tir import meta_schedule as ms
 
     good = [r for r in records if r.run_secs and min(float(s) for s in r.run_secs) < 1e9]
     result.trials = len(records)
     if good:
-        result.best_us = min(float(np.mean([float(s) for s in r.run_secs]))
-                             for r in good) * 1e6
-    baseline = _default_baseline(task, target, builder, runner)
-    if baseline is None:
+        good.sort(key=lambda r: float(np.mean([float(s) for s in r.run_secs])))
+        result.best_us = float(np.mean([float(s) for s in good[0].run_secs])) * 1e6
+    default = _default_schedule(task, target)
+    if default is None:
         return good
-    result.default_us = float(np.mean(baseline[1])) * 1e6
-    if result.best_us is not None and result.best_us < result.default_us:
+    modules = [default.mod]
+    if good:
+        best = tvm.s_tir.Schedule(good[0].workload.mod)
+        good[0].trace.apply_to_schedule(best, remove_postproc=False)
+        modules.append(best.mod)
+    times = _measure_pair(task, target, builder, runner, modules)
+    if times is None:
         return good
-    # the default schedule's trace is the record: a build never gets slower by applying
-    # this log than without it
+    result.default_us = times[0] * 1e6
+    if good:
+        result.best_us = times[1] * 1e6
+        if times[1] < times[0]:
+            return good
     result.status, result.best_us = "default", result.default_us
     workload = good[0].workload if good else ms.database.Workload(task.dispatched[0])
     args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-    return [ms.database.TuningRecord(baseline[0], workload, baseline[1], target, args)]
+    record = ms.database.TuningRecord(default.trace, workload, [times[0]], target, args)
+    if _storable(record):
+        return [record]
+    result.stored = False
+    return []
 
 
 def _best_text(result: TaskResult) -> str:
     if result.best_us is None:
         return "no valid trial"
     if result.status == "default":
-        return f"{result.best_us:.1f} us (tvm-cruise's default schedule; no trial beat it)"
+        stored = "" if result.stored else "; no record, MetaSchedule cannot write its trace"
+        return (f"{result.best_us:.1f} us (tvm-cruise's default schedule; no trial beat "
+                f"it{stored})")
     if result.default_us is not None:
-        return f"{result.best_us:.1f} us (default schedule {result.default_us:.1f} us)"
+        return (f"{result.best_us:.1f} us (default schedule {result.default_us:.1f} us, "
+                "measured back to back)")
     return f"{result.best_us:.1f} us"
