@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
+from .._format import si as _si
+
 HOST = "host"
 MAX_LAYER_GROUPS = 90  # beyond this, chains merge across MAC ops too (one node per chain)
 
@@ -190,13 +192,6 @@ def layout(groups: list[Group], edges: list[tuple]) -> tuple[int, int]:
 # -- SVG ---------------------------------------------------------------------------------
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "\u2026"
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(int(n))
 
 
 def _edge_path(a: Group, b: Group) -> str:

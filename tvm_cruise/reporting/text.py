@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+from .._format import si as _si
+from .._format import size as _bytes
 from .timing import NO_SOURCE
 
 
@@ -15,20 +17,6 @@ def _table(rows: list[tuple], right: set[int] = frozenset(), indent: str = "  ")
                  for i, (c, w) in enumerate(zip(r, widths))]
         lines.append((indent + "  ".join(cells)).rstrip())
     return lines
-
-
-def _si(n: float) -> str:
-    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f}{unit}"
-    return str(int(n))
-
-
-def _bytes(n: float) -> str:
-    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{int(n)} B"
 
 
 def _num(x, fmt: str = ".2e") -> str:
