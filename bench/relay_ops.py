@@ -23,7 +23,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 TOLERANCE = 1e-4
 
@@ -67,20 +66,12 @@ def _leaves(out) -> list:
     return [out.numpy()]
 
 
-def _rel(out, ref) -> float:
-    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
-    if out.shape != ref.shape:
-        return float("inf")
-    scale = float(np.abs(ref).max()) or 1.0
-    return float(np.abs(out - ref).max()) / scale
-
-
 def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
     import torch
     import tvm
 
     import tvm_cruise
-    from tvm_cruise.benchmark import _time
+    from tvm_cruise.benchmark import _rel_err, _time
 
     with torch.no_grad():
         ref = _leaves(fn(*args))
@@ -94,7 +85,7 @@ def bench_one(name, fn, args, repeat: int, rounds: int) -> dict:
         build_s = time.perf_counter() - start
         inputs = [tvm.runtime.tensor(a.numpy()) for a in args]
         func = art.vm["main"]
-        err = max(_rel(o, r) for o, r in zip(_leaves(func(*inputs)), ref))
+        err = _rel_err(_leaves(func(*inputs)), ref)
         result["systems"][system] = {"build_s": round(build_s, 2), "max_rel_error": err}
         if err > TOLERANCE:
             result["systems"][system]["status"] = "WRONG"

@@ -59,10 +59,10 @@ class ImportedModel:
 
 
 # --------------------------------------------------------------------------- helpers
-def _shape_dtype(ty, what: str) -> tuple[tuple[int, ...], str]:
+def _shape_dtype(ty, what: str, output: bool = False) -> tuple[tuple[int, ...], str]:
     from tvm import relax
 
-    if isinstance(ty, relax.TensorType) and ty.shape is None and what.startswith("output"):
+    if output and isinstance(ty, relax.TensorType) and ty.shape is None:
         raise ModelLoadError(
             f"{what} is not a tensor with a known shape ({ty}): its length depends on the "
             "data (torchvision.ops.nms keeps a data-dependent number of boxes); tvm-cruise "
@@ -100,7 +100,7 @@ def _flatten_outputs(ty, names: Sequence[str] | None) -> list[TensorInfo]:
     infos = []
     for i, leaf in enumerate(leaves):
         name = names[i] if names and i < len(names) else f"output_{i}"
-        shape, dtype = _shape_dtype(leaf, f"output {i} ({name})")
+        shape, dtype = _shape_dtype(leaf, f"output {i} ({name})", output=True)
         infos.append(TensorInfo(name, shape, dtype))
     return infos
 

@@ -36,6 +36,7 @@ class ReferenceModel:
             "resnet18": zoo.ResNet18,
             "transformer": zoo.TransformerEncoder,
             "pillar-bev": zoo.PillarBEV,
+            "digits-cnn": zoo.DigitsCNN,
         }[self.name]
 
     def example_inputs(self, seed: int | None = None):
@@ -50,9 +51,8 @@ class ReferenceModel:
             return (torch.from_numpy(digits_data()["heldout_images"][:1].copy()),)
 
         gen = torch.Generator().manual_seed(self.seed + 7 if seed is None else seed)
-        cls = self._class() if self.name != "digits-cnn" else None
-        if hasattr(cls, "sample_inputs"):  # models with several inputs draw their own
-            return tuple(cls.sample_inputs(gen))
+        if hasattr(self._class(), "sample_inputs"):  # models with several inputs draw their own
+            return tuple(self._class().sample_inputs(gen))
         return (torch.randn(self.input_shape, generator=gen),)
 
 

@@ -185,11 +185,6 @@ def reference(features, coords, batch_size: int, ny: int, nx: int):
     return flat.view(batch_size, ny, nx, -1).permute(0, 3, 1, 2).contiguous()
 
 
-def _torch_kernel(features: "torch.Tensor", coords: "torch.Tensor", batch_size: int, ny: int,  # noqa: F821
-                  nx: int) -> "torch.Tensor":  # noqa: F821
-    return reference(features, coords, batch_size, ny, nx)
-
-
 def _fake(features, coords, batch_size, ny, nx):
     _check_torch_args(features, coords)
     return features.new_empty(batch_size, features.shape[1], ny, nx)
@@ -200,7 +195,7 @@ _SCHEMA = "(Tensor features, Tensor coords, int batch_size, int ny, int nx) -> T
 
 def torch_op():
     """``torch.ops.cruise.pillar_scatter`` (defined on first use)."""
-    return registry.torch_custom_op(NAME, _torch_kernel, _fake, schema=_SCHEMA)
+    return registry.torch_custom_op(NAME, reference, _fake, schema=_SCHEMA)
 
 
 def pillar_scatter(features, coords, batch_size: int, ny: int, nx: int):

@@ -244,6 +244,8 @@ def torch_custom_op(name: str, reference, fake, schema: str | None = None):
     return getattr(torch.ops.cruise, name)
 
 
+# torch keeps custom-op definitions in a WeakValueDictionary: a definition nobody holds is
+# collected and its library deregistered, so the op would vanish.
 _TORCH_OPS: dict[str, Any] = {}
 
 
