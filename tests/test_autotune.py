@@ -309,7 +309,7 @@ def test_concurrent_writers_do_not_corrupt_a_log(tmp_path):
 def test_npu_tiling_search_picks_the_fastest_and_is_reused(tmp_path, monkeypatch):
     """The search tries the heuristic's tiling and more, keeps the one with the fewest
     simulated cycles (a fresh simulation of it agrees), and a build applies it."""
-    from tvm_cruise.autotune import npu as npu_search
+    from tvm_cruise.npu.compiler import search as npu_search
     from tvm_cruise.npu.compiler.graph import layer_signature
     from tvm_cruise.npu.compiler.tiling import Tiling
     from tvm_cruise.targets import accelerators

@@ -22,7 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tvm import relax
 
-from tvm_cruise.pipeline import accelerator_stage, prepare_passes, run_passes
+from tvm_cruise.driver import accelerator_stage
+from tvm_cruise.pipeline import prepare_passes, run_passes
 from tvm_cruise.targets import accelerators
 
 from graphs import graph

@@ -20,13 +20,11 @@ from .calibration import (DEFAULT_PERCENTILE, CalibrationData, load_calibration,
 from .env import logger
 from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
-from .npu.compiler.graph import TUNABLE
+from .backend import backend_for
 from .byoc.precision import check_layer_precision
-from .pipeline import (AcceleratorStage, accelerator_stage, finalize_passes, host_kernels,
-                       prepare_passes, run_passes, verify_stage)
+from .driver import AcceleratorStage, Compilation, verify_stage
 from .runtime import CompiledModel
 from .schedules.cpu import ATTR as DEFAULT_SCHEDULE_ATTR
-from .schedules.cpu import apply_default_schedules
 from .targets import resolve_target
 
 
@@ -38,7 +36,7 @@ class BuildDetails:
     """
 
     compiled: CompiledModel
-    prepared: Any              # the Relax module after prepare_passes (before partitioning)
+    prepared: Any              # the Relax module after the prepare stage (before partitioning)
     stage: AcceleratorStage    # partitioned module, offloaded functions, NPU programs
     host_module: Any           # after the accelerator stage, before host lowering (Relax ops)
     kernels: dict[str, str]    # host kernel -> "tuned" | "default" | "unscheduled"
@@ -217,58 +215,54 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
                          calibration_percentile, layer_precision)
     tvm_target = resolved.tvm_target
     logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
+    compilation = Compilation(imported.mod, tvm_target, resolved.accelerator,
+                              resolved=resolved, imported=imported, precision=precision,
+                              logs=logs, calibration=calib, layer_precision=layer_precision)
 
     capture = _CAPTURE.get()
-    with tvm_target:
-        mod = run_passes(imported.mod, prepare_passes())
-        prepared = mod
-        mod, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
-                                       records=logs.npu_records, calibration=calib,
-                                       layer_precision=layer_precision)
-        checks = []
-        if verify:
+    compilation.run("accelerator")
+    stage = compilation.stage
+    checks = []
+    if verify:
+        with tvm_target:
             checks = verify_stage(stage, resolved.accelerator, strict=verify == "strict",
                                   tolerance=verify_tolerance, model=imported.name)
-        if stage.placement is not None and not allow_fallback and stage.placement.host_ops:
-            lines = stage.placement.fallback_lines()
-            raise BuildError(
-                f"{len(lines)} ops of {imported.name} would fall back to the host on "
-                f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
-                + "\n  ".join(lines))
-        host_module = mod
-        mod, total, tuned, failed = host_kernels(mod, tvm_target, logs.host_db)
-        defaulted = 0
-        if default_schedules:
-            mod, defaulted = apply_default_schedules(mod, tvm_target)
-        kernels = _kernel_kinds(mod) if capture is not None else {}
-        npu_layers = [(i, layer) for c in stage.compiled for i, layer in
-                      enumerate(c.graph.layers) if layer.kind in TUNABLE]
-        npu_tuned = sum(len(c.tuned_layers) for c in stage.compiled)
-        logs.skipped.warn()
-        metadata = {
-            "format": {"name": FORMAT_NAME, "version": list(FORMAT_VERSION)},
-            "versions": {"tvm_cruise": __version__, "tvm": tvm.__version__,
-                         "tvm_ffi": installed_version("apache-tvm-ffi")},
-            "model": {"name": imported.name, "source_format": imported.source_format,
-                      "ops": op_counts(imported.mod),
-                      "ir_hash": f"{tvm_ffi.structural_hash(imported.mod) & (2**64 - 1):016x}"},
-            "target": {"name": resolved.name, "host_kind": resolved.target.host_kind,
-                       "accelerator": resolved.accelerator.name if resolved.accelerator else None,
-                       "host": resolved.host_config, "config": resolved.config},
-            "inputs": [i.to_dict() for i in imported.inputs],
-            "outputs": [o.to_dict() for o in imported.outputs],
-            "accelerator": stage.to_dict(),
-            "placement": stage.placement.to_dict() if stage.placement is not None else None,
-            "tuning": {"host_kernels": total, "tuned_kernels": tuned,
-                       "default_scheduled": defaulted,
-                       "failed_records": failed, "npu_layers": len(npu_layers),
-                       "npu_layers_tuned": npu_tuned, "logs": logs.opened,
-                       "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
-            "verification": [c.to_dict() for c in checks] if verify else None,
-            "extensions": _extensions(calib, layer_precision),
-        }
-        mod = attach_metadata(mod, metadata)
-        mod = run_passes(mod, finalize_passes(tvm_target))
+    if stage.placement is not None and not allow_fallback and stage.placement.host_ops:
+        lines = stage.placement.fallback_lines()
+        raise BuildError(
+            f"{len(lines)} ops of {imported.name} would fall back to the host on "
+            f"{resolved.accelerator.name} (allow_fallback=False / --no-fallback):\n  "
+            + "\n  ".join(lines))
+    compilation.run("schedule", default_schedules=default_schedules)
+    total, tuned, failed = compilation.kernels
+    kernels = _kernel_kinds(compilation.mod) if capture is not None else {}
+    backend = backend_for(resolved.accelerator) if resolved.accelerator else None
+    npu_layers = len(backend.tunable_layers(stage.compiled)) if backend else 0
+    npu_tuned = backend.tuned_layers(stage.compiled) if backend else 0
+    metadata = {
+        "format": {"name": FORMAT_NAME, "version": list(FORMAT_VERSION)},
+        "versions": {"tvm_cruise": __version__, "tvm": tvm.__version__,
+                     "tvm_ffi": installed_version("apache-tvm-ffi")},
+        "model": {"name": imported.name, "source_format": imported.source_format,
+                  "ops": op_counts(imported.mod),
+                  "ir_hash": f"{tvm_ffi.structural_hash(imported.mod) & (2**64 - 1):016x}"},
+        "target": {"name": resolved.name, "host_kind": resolved.target.host_kind,
+                   "accelerator": resolved.accelerator.name if resolved.accelerator else None,
+                   "host": resolved.host_config, "config": resolved.config},
+        "inputs": [i.to_dict() for i in imported.inputs],
+        "outputs": [o.to_dict() for o in imported.outputs],
+        "accelerator": stage.to_dict(),
+        "placement": stage.placement.to_dict() if stage.placement is not None else None,
+        "tuning": {"host_kernels": total, "tuned_kernels": tuned,
+                   "default_scheduled": compilation.defaulted,
+                   "failed_records": failed, "npu_layers": npu_layers,
+                   "npu_layers_tuned": npu_tuned, "logs": logs.opened,
+                   "shipped_logs": logs.use_shipped, "skipped": logs.skipped.to_dict()},
+        "verification": [c.to_dict() for c in checks] if verify else None,
+        "extensions": _extensions(calib, layer_precision),
+    }
+    compilation.mod = attach_metadata(compilation.mod, metadata)
+    mod = compilation.run("finalize").mod
     executable = tvm.relax.build(mod, tvm_target, relax_pipeline=None)
     logger.info("built %s for %s: %d/%d host kernels tuned", imported.name, resolved.name,
                 tuned, total)
@@ -279,5 +273,6 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         if check_cuda or (check_cuda is None and cuda.find_nvcc() is not None):
             cuda.compile_check(compiled)
     if capture is not None:
-        capture.append(BuildDetails(compiled, prepared, stage, host_module, kernels))
+        capture.append(BuildDetails(compiled, compilation.prepared, stage,
+                                    compilation.host_module, kernels))
     return compiled

@@ -35,6 +35,18 @@ class BuildError(CruiseError, RuntimeError):
     """Compilation or export failed for a reason the user can act on."""
 
 
+class LoweringFailures(BuildError):
+    """Layers an accelerator backend cannot lower: ``failures`` lists ``(op ids,
+    reason)``. The build sends those ops back to the host, with the reason."""
+
+    def __init__(self, function: str, failures: list):
+        self.function = function
+        self.failures = list(failures)
+        lines = "; ".join(f"ops {list(ids)}: {why}" for ids, why in self.failures)
+        super().__init__(f"NPU compiler: {len(self.failures)} layer(s) of {function} cannot "
+                         f"be lowered: {lines}")
+
+
 class DependencyError(CruiseError, RuntimeError):
     """An installed dependency has a version known to break tvm-cruise."""
 

@@ -1,15 +1,14 @@
-"""Relax pipelines: how a model is prepared, split and lowered for one target.
+"""Relax pass lists of the compile stages, and the pipelines registered with TVM.
 
-The same stage functions serve ``tvm_cruise.build`` and the pipelines registered with TVM,
-so ``tvm.compile(mod, target="cruise-npu", relax_pipeline="cruise-npu")`` compiles exactly
-what ``tvm_cruise.build`` compiles (minus the embedded artifact metadata). Tuning jobs call
-``prepare_passes`` too: MetaSchedule matches records by the structural hash of the TIR, so
-a tuned module must be prepared the same way as the module being built.
+The stage order lives in ``driver.py``; this module holds what the stages run (prepare,
+legalize and fuse, host records, VM lowering). The registered pipelines run the same
+driver, so ``tvm.compile(mod, target="cruise-npu", relax_pipeline="cruise-npu")``
+compiles exactly what ``tvm_cruise.build`` compiles (minus the embedded artifact
+metadata). Tuning jobs run it too: MetaSchedule matches records by the structural hash of
+the TIR, so a tuned module must be prepared the same way as the module being built.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass, field
 
 import tvm
 from tvm import relax
@@ -48,129 +47,6 @@ def prepare_passes() -> list:
         relax.transform.FoldConstant(),
         relax.transform.DeadCodeElimination(["main"]),
     ]
-
-
-@dataclass
-class AcceleratorStage:
-    """What the accelerator stage did to a module; recorded in the artifact."""
-
-    accelerator: str | None
-    spec_hash: str | None
-    precision: str | None = None
-    offloaded_functions: int = 0
-    execution: str = ""
-    programs: list = field(default_factory=list)
-    placement: object = None  # byoc.PlacementReport
-    totals: dict = field(default_factory=dict)
-    compiled: list = field(default_factory=list)  # npu.compiler.CompiledFunction
-    partitioned: object = None  # the module before lowering (verification builds from it)
-    functions: list = field(default_factory=list)  # its offloaded functions (GlobalVars)
-
-    def to_dict(self) -> dict:
-        return {"accelerator": self.accelerator, "spec_hash": self.spec_hash,
-                "precision": self.precision, "offloaded_functions": self.offloaded_functions,
-                "execution": self.execution, "programs": list(self.programs),
-                "totals": dict(self.totals)}
-
-
-def accelerator_stage(mod, spec: AcceleratorSpec | None, precision: str = "fp16",
-                      model: str = "model", tilings: dict | None = None,
-                      records: dict | None = None, calibration=None,
-                      layer_precision: dict | None = None):
-    """Split ``mod`` between ``spec``'s accelerator and the host (``byoc.partition``) and
-    compile every offloaded function into an NPU program (``npu.compiler``).
-
-    The programs run in the NPU simulator through ``<key>.run``; their statistics are
-    simulated (cycle model), recorded per function. int8 functions (``precision="int8"``,
-    or layers ``layer_precision`` sets to int8) need ``calibration``: samples
-    (``calibration.CalibrationData``, the partitioned module is calibrated on them in fp32)
-    or a quantized model's own ranges (``calibration.ModelRanges``); those functions are
-    compiled to int8 programs.
-    """
-    if spec is None:
-        if layer_precision:
-            raise BuildError("layer_precision= needs an accelerator target: on a host-only "
-                             "target every layer already runs in fp32; fix: drop it or "
-                             "build for an accelerator (e.g. target='cruise-npu')")
-        return mod, AcceleratorStage(None, None, execution="host-only target")
-    wants_int8 = precision == "int8" or "int8" in (layer_precision or {}).values()
-    if wants_int8 and calibration is None:
-        from .calibration import missing_calibration
-
-        raise missing_calibration(model)
-    from .npu.compiler.codegen import LoweringFailures
-    from .npu.compiler import lower, total_stats
-    from .byoc.partition import accelerator_functions, partition
-    from .byoc.precision import function_precision
-    from .env import logger
-
-    # What the rules accept, the NPU compiler lowers; where it cannot, those ops go back to
-    # the host with the compiler's reason and the graph is partitioned again.
-    refused: dict[int, str] = {}
-    while True:
-        merged, report = partition(mod, spec, precision, model, refused, layer_precision)
-        functions = accelerator_functions(merged, spec)
-        int8 = [gv.name_hint for gv in functions
-                if function_precision(merged[gv], precision) == "int8"]
-        ranges = None
-        if int8:
-            from .calibration import calibrate
-
-            tapped = calibrate(merged, functions, calibration)
-            ranges = {name: tapped[name] for name in int8}
-        try:
-            lowered, compiled = lower(merged, spec, functions, tilings, records, ranges)
-            break
-        except LoweringFailures as err:
-            new = {i: why for ids, why in err.failures for i in ids if i not in refused}
-            if not new:
-                raise BuildError(f"{err} (the ops are already refused: an NPU compiler bug)") \
-                    from None
-            for ids, why in err.failures:
-                logger.warning("%s: the NPU compiler cannot lower ops %s of %s (%s); they run "
-                               "on the host", spec.name, list(ids), model, why)
-            refused.update(new)
-    execution = (f"{len(functions)} NPU program{'s' if len(functions) != 1 else ''} run in "
-                 f"the {spec.name} simulator (figures simulated)" if functions
-                 else "nothing offloaded")
-    report.execution = execution
-    stage = AcceleratorStage(spec.name, spec.spec_hash, precision, len(functions), execution,
-                             programs=[c.summary() for c in compiled], placement=report)
-    stage.totals = total_stats(compiled)
-    stage.compiled = compiled
-    stage.partitioned, stage.functions = merged, functions
-    return lowered, stage
-
-
-def verify_stage(stage: AcceleratorStage, spec: AcceleratorSpec, strict: bool = False,
-                 tolerance: float | None = None, model: str = "model") -> list:
-    """Run every NPU program against TVM's host build of its function (``verify.py``)."""
-    from . import verify
-
-    if spec is None or not stage.functions:
-        return []
-    pairs = [(gv, c) for gv, c in zip(stage.functions, stage.compiled)
-             if c.input_scales is None]
-    if len(pairs) < len(stage.functions):
-        from .env import logger
-
-        logger.warning("verify: the build-time check compares fp16 programs; %s's %d int8 "
-                       "program(s) are not verified (compare the model's outputs instead)",
-                       model, len(stage.functions) - len(pairs))
-    if not pairs:
-        return []
-    names = {}
-    for index, gv in enumerate(stage.functions):
-        ops = [o for o in stage.placement.ops if o.function == index]
-        if ops:
-            first, last = ops[0].name, ops[-1].name
-            names[gv.name_hint] = first if first == last else f"{first} .. {last}"
-    checks = verify.verify_functions(
-        stage.partitioned, [gv for gv, _ in pairs], [c for _, c in pairs], spec, names=names,
-        indices=[stage.functions.index(gv) for gv, _ in pairs],
-        tolerance=verify.DEFAULT_TOLERANCE if tolerance is None else tolerance)
-    verify.enforce(checks, strict, model)
-    return checks
 
 
 def legalize_passes() -> list:
@@ -276,7 +152,8 @@ def count_kernels(mod) -> tuple[int, int]:
 
 def _accelerator_for_target(target, spec: AcceleratorSpec) -> None:
     """Refuse a pipeline/target pair that names two different accelerators."""
-    others = [s for s in accelerators().values() if s.key in target.keys and s is not spec]
+    others = [s for s in accelerators().values()
+              if s.key in target.keys and s.name != spec.name]
     if others:
         raise BuildError(
             f"relax_pipeline={spec.name!r} but the target is for accelerator "
@@ -299,19 +176,15 @@ def make_pipeline(spec: AcceleratorSpec | None, precision: str = "fp16"):
             _accelerator_for_target(target, spec)
         from tvm.s_tir import meta_schedule as ms
 
+        from .driver import Compilation
         from .schedules.records import open_logs
-        from .schedules.cpu import apply_default_schedules
 
         # The defaults of tvm_cruise.build: shipped logs and TVM_CRUISE_TUNING_LOGS; a
         # MetaSchedule database in scope takes the host records' place.
         logs = open_logs(None, True, target, spec)
-        database = ms.database.Database.current() or logs.host_db
-        mod = run_passes(mod, prepare_passes())
-        mod, _ = accelerator_stage(mod, spec, precision, records=logs.npu_records)
-        mod, _, _, _ = host_kernels(mod, target, database)
-        mod, _ = apply_default_schedules(mod, target)
-        logs.skipped.warn()
-        return run_passes(mod, finalize_passes(target))
+        compilation = Compilation(mod, target, spec, precision=precision, logs=logs,
+                                  database=ms.database.Database.current())
+        return compilation.run("finalize").mod
 
     return _pipeline
 

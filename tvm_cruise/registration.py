@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
-from .npu.runtime import register_runtime
-from .byoc.patterns import register as register_patterns
+from .backend import backend_for
 from .pipeline import register_pipelines
 from .targets import AcceleratorSpec, add_accelerator, list_targets
 
 
 def register() -> list[str]:
-    """Register a TVM target tag, Relax pipeline, pattern table and NPU runtime function
-    (``<key>.run``, the simulator) per accelerator target.
+    """Register a TVM target tag and Relax pipeline per accelerator target, and what its
+    backend needs (``backend.Backend.register``: for the Cruise NPU the pattern table and
+    the runtime function ``<key>.run``, the simulator).
 
     ``tvm.target.Target("cruise-npu")`` then resolves to the LLVM host of this machine with
     the accelerator's key (``cruise_npu``) first in ``keys``, which is how the pipeline and
@@ -31,8 +31,7 @@ def register() -> list[str]:
         if cruise.accelerator is None:
             continue  # "llvm" and "cuda" are TVM target kinds already
         tag.register_tag(cruise.name, cruise.tvm_config(), override=True)
-        register_patterns(cruise.accelerator)
-        register_runtime(cruise.accelerator)
+        backend_for(cruise.accelerator).register(cruise.accelerator)
         names.append(cruise.name)
     register_pipelines()
     return names

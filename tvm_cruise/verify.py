@@ -145,7 +145,7 @@ def verify_functions(partitioned, functions, compiled, spec, *,
     indices
         Each function's index in the placement report (default: its position here).
     """
-    from .npu.simulator import Simulator
+    from .backend import backend_for
 
     if not functions:
         return []
@@ -165,14 +165,14 @@ def verify_functions(partitioned, functions, compiled, spec, *,
         return fp16[0]
 
     rng = np.random.default_rng(seed)
-    sim = Simulator(spec)
+    backend = backend_for(spec)
     checks = []
     for index, (gv, fn) in enumerate(zip(functions, compiled)):
         func = mod[gv.name_hint]
         inputs = [rng.standard_normal([int(d) for d in p.ty.shape.values]).astype("float32")
                   for p in func.params]
         ref = _as_list(fp32[gv.name_hint](*[tvm.runtime.tensor(x) for x in inputs]))
-        outs, _ = sim.run(fn.program, [x.astype(np.float16) for x in inputs])
+        outs = backend.run(spec, fn, inputs)
         error = max(rel_err(o.reshape(r.shape), r) for o, r in zip(outs, ref))
         floor = None
         if error > tolerance and fp16_vm() is not None:  # the floor can only raise a bound

@@ -65,20 +65,15 @@ class HostTuneReport:
 
 def prepared_host_module(model, target, *, example_inputs=None, input_shapes=None, host=None,
                          cuda_arch=None, precision="fp16", name=None):
-    """``(host module after legalize+fuse, tvm Target)``, as ``build`` makes it."""
-    from ..frontend import ImportedModel, load_model
-    from ..pipeline import accelerator_stage, host_kernels, prepare_passes, run_passes
-    from ..targets import resolve_target
+    """``(host module after legalize+fuse, tvm Target, ImportedModel)``, as ``build``
+    makes it (the driver's stages up to ``host``, without records)."""
+    from ..driver import Compilation
 
-    resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
-    imported = model if isinstance(model, ImportedModel) else load_model(
-        model, example_inputs, input_shapes=input_shapes, name=name)
-    tvm_target = resolved.tvm_target
-    with tvm_target:
-        mod = run_passes(imported.mod, prepare_passes())
-        mod, _ = accelerator_stage(mod, resolved.accelerator, precision, imported.name)
-        mod, _, _, _ = host_kernels(mod, tvm_target, None)
-    return mod, tvm_target, imported
+    compilation = Compilation.start(model, target, host=host, cuda_arch=cuda_arch,
+                                    example_inputs=example_inputs, input_shapes=input_shapes,
+                                    name=name, precision=precision)
+    compilation.run("host")
+    return compilation.mod, compilation.target, compilation.imported
 
 
 def _runner(target, rpc_tracker: str | None, rpc_key: str | None, workers: int):

@@ -12,7 +12,7 @@ The NPU itself (instruction set, program format, simulator, runtime) and its pro
 compiler live in ``tvm_cruise.npu``.
 
 What the rules accept, the NPU compiler lowers; an op it cannot lower goes back to the host
-with the compiler's reason (``pipeline.accelerator_stage``).
+with the compiler's reason (``driver.accelerator_stage``).
 """
 
 from __future__ import annotations
@@ -38,9 +38,8 @@ def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = Non
     >>> report = tvm_cruise.byoc.analyze("resnet18", "cruise-npu-lite")   # doctest: +SKIP
     >>> print(report.table())                                             # doctest: +SKIP
     """
+    from ..driver import Compilation
     from ..errors import UnknownTargetError
-    from ..frontend import ImportedModel, load_model
-    from ..pipeline import accelerator_stage, prepare_passes, run_passes
     from ..targets import resolve_target
 
     resolved = resolve_target(target)
@@ -48,11 +47,8 @@ def analyze(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = Non
         raise UnknownTargetError(
             f"target {resolved.name!r} has no accelerator, so there is nothing to place; pick "
             "an accelerator target such as 'cruise-npu' or 'cruise-npu-lite'")
-    imported = model if isinstance(model, ImportedModel) else load_model(
-        model, example_inputs, input_shapes=input_shapes, name=name)
-    with resolved.tvm_target:
-        mod = run_passes(imported.mod, prepare_passes())
-        # the same stage a build runs: what the NPU compiler cannot lower is on the host here
-        _, stage = accelerator_stage(mod, resolved.accelerator, precision, imported.name,
-                                     layer_precision=layer_precision)
-    return stage.placement
+    # the same stages a build runs: what the NPU compiler cannot lower is on the host here
+    compilation = Compilation.start(model, resolved, example_inputs=example_inputs,
+                                    input_shapes=input_shapes, name=name,
+                                    precision=precision, layer_precision=layer_precision)
+    return compilation.run("accelerator").stage.placement

@@ -13,7 +13,6 @@ import threading
 import numpy as np
 
 from ..errors import NpuExecutionError
-from ..targets import accelerators
 from ..targets.spec import AcceleratorSpec
 from .program import HEADER_BYTES, Program
 from .simulator import RunStats, Simulator
@@ -84,10 +83,6 @@ def register_runtime(spec: AcceleratorSpec) -> str:
     tvm_ffi.register_global_func(name, run, override=True)
     _REGISTERED.add(name)
     return name
-
-
-def register_all() -> list[str]:
-    return [register_runtime(spec) for spec in accelerators().values()]
 
 
 def call_npu(spec: AcceleratorSpec, program: Program, args, out_types):

@@ -81,7 +81,7 @@ class LayerwiseCheck:
     Parameters
     ----------
     stage
-        The build's ``pipeline.AcceleratorStage`` (partitioned module, offloaded functions,
+        The build's ``driver.AcceleratorStage`` (partitioned module, offloaded functions,
         their NPU programs).
     names
         ``{op id: source name}`` (the placement report's names).

@@ -20,6 +20,7 @@ SPEC_VERSION = 1
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
 _KEY_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 KNOWN_DTYPES = ("int8", "float16")
+DEFAULT_ARCHITECTURE = "cruise-npu"
 # Operator families an accelerator may list, with the limits each one must state.
 OP_SCHEMA: dict[str, dict[str, Any]] = {
     "conv2d": {"max_kernel": int, "max_stride": int, "max_dilation": int, "max_padding": int,
@@ -106,6 +107,9 @@ class AcceleratorSpec:
         Data types the MAC array computes, with their accumulator type.
     ops : Mapping
         Operator families the accelerator executes, each with its limits.
+    architecture : str
+        The backend that compiles for it (``tvm_cruise.backend``; default
+        ``"cruise-npu"``, the Cruise NPU instruction set of docs/npu_isa.md).
     source : str
         Where the spec was read from (for error messages).
     """
@@ -118,6 +122,7 @@ class AcceleratorSpec:
     ops: Mapping[str, Any]
     max_rank: int = 4
     spec_version: int = SPEC_VERSION
+    architecture: str = DEFAULT_ARCHITECTURE
     source: str = field(default="<memory>", compare=False)
 
     def __post_init__(self):
@@ -129,6 +134,13 @@ class AcceleratorSpec:
             raise SpecError(f"{where}: key {self.key!r} must be a Python-style identifier in "
                             "lower case (e.g. 'cruise_npu'); it prefixes patterns and runtime "
                             "functions")
+        from ..backend import architectures
+
+        if self.architecture not in architectures():
+            raise SpecError(f"{where}: architecture {self.architecture!r} has no backend "
+                            f"(known: {', '.join(architectures())}); fix: name a known "
+                            "architecture, or register the backend first "
+                            "(tvm_cruise.backend.register_backend)")
         if self.spec_version != SPEC_VERSION:
             raise SpecError(f"{where}: spec_version {self.spec_version} is not supported by "
                             f"this tvm-cruise (it reads version {SPEC_VERSION}); upgrade "
@@ -190,6 +202,7 @@ class AcceleratorSpec:
             "key": self.key,
             "description": self.description,
             "spec_version": self.spec_version,
+            "architecture": self.architecture,
             "hardware": _thaw(self.hardware),
             "dtypes": _thaw(self.dtypes),
             "max_rank": self.max_rank,
@@ -208,8 +221,8 @@ class AcceleratorSpec:
         if not isinstance(data, Mapping):
             raise SpecError(f"accelerator spec {source}: expected a JSON object, got "
                             f"{type(data).__name__}")
-        allowed = {"name", "key", "description", "spec_version", "hardware", "dtypes", "ops",
-                   "max_rank"}
+        allowed = {"name", "key", "description", "spec_version", "architecture", "hardware",
+                   "dtypes", "ops", "max_rank"}
         extra = sorted(set(data) - allowed)
         if extra:
             raise SpecError(f"accelerator spec {source}: unknown fields {extra}; allowed: "
@@ -226,6 +239,7 @@ class AcceleratorSpec:
             ops=data["ops"],
             max_rank=data.get("max_rank", 4),
             spec_version=data.get("spec_version", SPEC_VERSION),
+            architecture=data.get("architecture", DEFAULT_ARCHITECTURE),
             source=source,
         )
 

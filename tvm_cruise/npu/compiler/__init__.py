@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import tvm
 from tvm import relax
 
-from ...errors import NpuExecutionError
+from ...errors import LoweringFailures, NpuExecutionError
 from ...targets.spec import AcceleratorSpec
-from .codegen import LoweringFailures, compile_graph
+from .codegen import compile_graph
 from .graph import TUNABLE, Graph, from_relax, layer_macs, layer_signature
 from .tiling import Tiling
 from ..program import Program

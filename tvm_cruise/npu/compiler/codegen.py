@@ -16,24 +16,12 @@ from typing import Callable
 
 import numpy as np
 
-from ...errors import BuildError
+from ...errors import BuildError, LoweringFailures
 from ...targets.spec import AcceleratorSpec
 from . import tiling as T
 from .graph import Graph, Layer, Value, _reason, broadcast_box, broadcast_mode
 from ..program import Program, ProgramBuilder
 from .resize import interpolation_matrix
-
-
-class LoweringFailures(BuildError):
-    """Layers of a function the NPU compiler cannot lower: ``failures`` lists
-    ``(op ids, reason)``. The build sends those ops back to the host, with the reason."""
-
-    def __init__(self, function: str, failures: list):
-        self.function = function
-        self.failures = list(failures)
-        lines = "; ".join(f"ops {list(ids)}: {why}" for ids, why in self.failures)
-        super().__init__(f"NPU compiler: {len(self.failures)} layer(s) of {function} cannot "
-                         f"be lowered: {lines}")
 
 
 class SramAllocator:

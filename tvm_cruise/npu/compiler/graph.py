@@ -338,7 +338,7 @@ def from_relax(func: relax.Function, name: str) -> Graph:
                     env[binding.var] = reader.composite(composite, args)
                 except Exception as err:  # noqa: BLE001 - any failure: this layer can't lower
                     # Keep reading: every composite that cannot lower is found in one pass,
-                    # and goes back to the host (see pipeline.accelerator_stage).
+                    # and goes back to the host (see driver.accelerator_stage).
                     failures.append((composite_op_ids(composite), _reason(err)))
                     env[binding.var] = _placeholder(reader, binding.var)
             elif isinstance(value, relax.Tuple):
