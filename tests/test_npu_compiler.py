@@ -93,6 +93,59 @@ def test_compilation_is_deterministic_and_timing_mode_agrees():
     assert functional.to_dict() == timing.to_dict()
 
 
+# -- int8: grouped, batched and broadcast MAC layers under every way to cut them -------------------
+def _grouped_conv_int8(rng):
+    """Two images, three groups (4 -> 2 channels each), stride 2, dilation (1, 2)."""
+    x, y = Value("x", (2, 12, 9, 11), "int8"), Value("y", (2, 6, 5, 6), "int8")
+    w = rng.integers(-20, 20, (6, 4, 3, 3)).astype(np.int8)
+    b = rng.integers(-300, 300, 6).astype(np.int32)
+    q = Requant(rng.integers(1 << 20, 1 << 22, 6), rng.integers(16, 20, 6), zp=-3)
+    attrs = {"strides": (2, 2), "padding": (1, 2, 1, 2), "dilation": (1, 2), "groups": 3}
+    g = Graph("grouped", [x], [y], [Layer("conv", [x], y, attrs, weight=w, bias=b, requant=q)],
+              dtype="int8")
+    inp = rng.integers(-128, 128, x.shape).astype(np.int8)
+    out = []
+    for image in inp:
+        xp = np.pad(image, ((0, 0), (1, 1), (2, 2)))
+        acc = np.concatenate([ref.conv(xp[4 * k:4 * k + 4], w[2 * k:2 * k + 2], (2, 2), (1, 2))
+                              for k in range(3)]).reshape(6, -1)
+        out.append(ref.requant(acc, b, q.mult, q.shift, q.zp, q.lo, q.hi))
+    return g, inp, np.stack(out).reshape(y.shape)
+
+
+def _broadcast_matmul_int8(rng):
+    """[2][3][5][16] @ [3][16][7]: B broadcast over the first batch dim; requant per column."""
+    a, bv, y = Value("a", (2, 3, 5, 16), "int8"), Value("b", (3, 16, 7), "int8"), \
+        Value("y", (2, 3, 5, 7), "int8")
+    bias = rng.integers(-300, 300, 7).astype(np.int32)
+    q = Requant(rng.integers(1 << 20, 1 << 22, 7), rng.integers(14, 18, 7), zp=2)
+    g = Graph("bmm", [a, bv], [y], [Layer("matmul", [a, bv], y, bias=bias, requant=q)],
+              dtype="int8")
+    ia = rng.integers(-128, 128, a.shape).astype(np.int8)
+    ib = rng.integers(-128, 128, bv.shape).astype(np.int8)
+    out = [[ref.requant(ref.gemm(ia[i, j], ib[j]).T, bias, q.mult, q.shift, q.zp, q.lo, q.hi).T
+            for j in range(3)] for i in range(2)]
+    return g, [ia, ib], np.array(out)
+
+
+@pytest.mark.parametrize("spec", [NPU, LITE], ids=["npu", "lite"])
+@pytest.mark.parametrize("case, tilings", [
+    (_grouped_conv_int8, [None, Tiling(2, 5, 4, True), Tiling(1, 2, 2, False),
+                          Tiling(2, 1, 1, True), Tiling(1, 3, 4, False)]),
+    (_broadcast_matmul_int8, [None, Tiling(7, 5, 16, False), Tiling(4, 2, 8, False),
+                              Tiling(3, 5, 5, False)]),
+], ids=["grouped-conv", "broadcast-matmul"])
+def test_every_tiling_computes_the_same_bits(spec, case, tilings):
+    """Channel, row and reduction blocks, resident or streamed weights, per group, per image
+    and per batch index: the compiler's step plan must add up to the reference exactly."""
+    g, inputs, expect = case(np.random.default_rng(9))
+    inputs = inputs if isinstance(inputs, list) else [inputs]
+    for tiling in tilings:
+        program, _, _ = compile_graph(spec, g, None if tiling is None else {0: tiling})
+        (out,), _ = Simulator(spec).run(program, inputs)
+        np.testing.assert_array_equal(out.reshape(expect.shape), expect, err_msg=str(tiling))
+
+
 # -- fp16: random small graphs, partitioned + compiled vs the plain LLVM build -------------------
 def _random_graph(seed: int):
     rng = np.random.default_rng(seed)
