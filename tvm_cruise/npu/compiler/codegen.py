@@ -12,7 +12,7 @@ from __future__ import annotations
 
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -55,6 +55,63 @@ class Step:
     loads: list[Callable[[], None]] = field(default_factory=list)
     compute: list[Callable[[], None]] = field(default_factory=list)
     store: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass
+class PackedWeights:
+    """A MAC layer's weights as one DRAM constant, packed block by block so every block is
+    one contiguous DMA: ``offsets[key]`` is a block's ``(first element, elements)``."""
+
+    tensor: int
+    offsets: dict
+    size: int
+
+
+@dataclass
+class MacPlan:
+    """What every step of a MAC layer (conv, dwconv, dense, matmul) refers to: its weights
+    and whether they stay in SRAM, its per-channel epilogue constants, and its SRAM
+    buffers (pairs: one per step or per tile parity, so the DMA fills one while the MAC
+    array reads the other)."""
+
+    layer: Layer
+    resident: bool                 # all weights loaded once, before the first step
+    weights: PackedWeights | None  # None: a matmul's B streams from its own tensor
+    params: tuple | None           # (DRAM tensor, elements) of ``Emitter._channel_params``
+    bias: int | None               # their SRAM copy
+    scalars: int | None            # an int8 residual's rescale multiplier, lo and hi
+    w_bufs: tuple                  # (the resident weights,) or a pair for streamed blocks
+    in_bufs: tuple                 # input (conv) or A (gemm) tiles, per step
+    acc: int
+    out_bufs: tuple                # output tiles, per tile
+    res_bufs: tuple | None         # residual tiles, per tile
+
+
+class ConvTile(NamedTuple):
+    """An output tile of a conv: rows ``[r0, r0 + valid)`` of the channels ``[o0, o0 + on)``
+    (block ``oi``) of one group of one image. ``x`` and ``y`` are that image's and group's
+    first channel in the input and the output, both read as [N*C][H][W]."""
+
+    x: int
+    y: int
+    group: int
+    oi: int
+    o0: int
+    on: int
+    r0: int
+    valid: int
+
+
+class GemmTile(NamedTuple):
+    """An output tile of a dense or matmul: rows ``[m0, m0 + mm)`` of the columns
+    ``[n0, n0 + nn)`` (block ``ni``) of the matrix at batch index ``bi``."""
+
+    bi: int
+    ni: int
+    n0: int
+    nn: int
+    m0: int
+    mm: int
 
 
 class Emitter:
@@ -184,7 +241,7 @@ class Emitter:
                                                                           (1,), start)]))
         self.pipeline(steps)
 
-    # -- convolutions --------------------------------------------------------------------------
+    # -- MAC layers: shapes, tilings, and what convolutions and matrix products share -----
     def _conv_shape(self, layer: Layer) -> T.ConvShape:
         """The conv's geometry; a grouped conv's channels are per group."""
         x = layer.inputs[0]
@@ -228,123 +285,35 @@ class Emitter:
         self.chosen[index] = tiling
         return tiling
 
-    def _conv(self, index: int, layer: Layer) -> None:
-        s = self._conv_shape(layer)
-        t = self._tiling(index, T.choose_conv, s)
-        need = T.conv_sram(s, t)
-        if sum(need.values()) > self.spec.hardware["sram_bytes"]:
-            raise BuildError(f"NPU compiler: tiling {t} of layer {index} needs "
-                             f"{sum(need.values())} B of SRAM")
-        b = self.b
-        depthwise = s.depthwise
-        ic_blk = t.oc if depthwise else t.ic
-        oc_blocks = [(c, min(t.oc, s.cout - c)) for c in range(0, s.cout, t.oc)]
-        ic_blocks = [(0, s.cin)] if depthwise else \
-            [(c, min(ic_blk, s.cin - c)) for c in range(0, s.cin, ic_blk)]
-        rows_in = s.rows_in(t.rows)
-        pt, pl = s.pad[0], s.pad[1]
-        # weights, packed so each (group, oc block, ic block) is contiguous
-        w = layer.weight.astype(self.dtype)
-        blocks, offsets, pos = [], {}, 0
-        for g in range(s.groups):
-            wg = w[g * s.cout:(g + 1) * s.cout]
-            for oi, (o0, on) in enumerate(oc_blocks):
-                for ki, (i0, inn) in enumerate(ic_blocks):
-                    blk = wg[o0:o0 + on] if depthwise else wg[o0:o0 + on, i0:i0 + inn]
-                    blk = np.ascontiguousarray(blk)
-                    offsets[g, oi, ki] = (pos, blk.size)
-                    blocks.append(blk.reshape(-1))
-                    pos += blk.size
-        wt = b.constant(f"w{index}", np.concatenate(blocks))
+    def _pack_weights(self, index: int, blocks) -> PackedWeights:
+        """The constant ``w<index>`` holding ``blocks`` (``(key, array)`` in the order the
+        steps read them), each block contiguous."""
+        parts, offsets, pos = [], {}, 0
+        for key, block in blocks:
+            offsets[key] = (pos, block.size)
+            parts.append(block.reshape(-1))
+            pos += block.size
+        return PackedWeights(self.b.constant(f"w{index}", np.concatenate(parts)), offsets, pos)
+
+    def _mac_plan(self, index: int, layer: Layer, need: dict, resident: bool,
+                  weights: PackedWeights | None, operands, channels: int) -> MacPlan:
+        """Lay out a MAC layer's SRAM as its tiling's ``need`` says and declare its
+        per-channel constants. ``operands`` names the streamed tiles and their keys in
+        ``need``, weight side first: conv ``(("weights", "w"), ("input tiles", "in"))``
+        (the names are what an SRAM overflow reports)."""
+        (w_name, w_key), (in_name, in_key) = operands
         addr = self.layout([("bias", need["bias"], False),
-                            ("scalars", need["scalars"], False),
-                            ("weights", need["w"] if t.resident else need["w"] // 2,
-                             not t.resident),
-                            ("input tiles", need["in"] // 2, True),
+                            ("scalars", need.get("scalars", 0), False),
+                            (w_name, need[w_key] if resident else need[w_key] // 2,
+                             not resident),
+                            (in_name, need[in_key] // 2, True),
                             ("accumulators", need["acc"], False),
                             ("output tiles", need["out"] // 2, True),
-                            ("residual tiles", need["res"] // 2, True)])
-        bias_addr = addr.get("bias")
-        channel_params = self._channel_params(index, layer, s.cout * s.groups)
-        w_bufs = (addr["weights"],) if t.resident else addr["weights"]
-        in_bufs, acc, out_bufs = addr["input tiles"], addr["accumulators"], addr["output tiles"]
-        res_bufs = addr.get("residual tiles")
-        x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
-        r_t = self.tid(layer.residual) if layer.residual else None
-        # zero padding: columns stay zero from this fill; rows come from a zero vector
-        b.fill(in_bufs[0], need["in"] // 2 // self.elem, self.dtype, 0)
-        b.fill(in_bufs[1], need["in"] // 2 // self.elem, self.dtype, 0)
-        b.sync(compute=True)
-        pre = []
-        if channel_params is not None:
-            pre.append(lambda: b.dma_load(channel_params[0], bias_addr, (channel_params[1],)))
-        if t.resident:
-            pre.append(lambda: b.dma_load(wt, w_bufs[0], (pos,)))
-        scalars = addr.get("scalars")
-        if scalars is not None:
-            q = layer.requant
-            data = np.array([q.residual_mult, q.lo, q.hi, 0], np.int8)
-            s_t = b.constant(f"r{index}", data)
-            pre.append(lambda: b.dma_load(s_t, scalars, (data.size,)))
-        zero = self.zeros(s.w)
-        steps: list[Step] = []
-        tile_no = 0
-        # one job per (image, group); tensors are read as [N*C][H][W]
-        jobs = [(n * s.cin * s.groups + g * s.cin, n * s.cout * s.groups + g * s.cout,
-                 g * s.cout, g) for n in range(s.batch) for g in range(s.groups)]
-        for (x_base, y_base, p_base, g), (oi, (o0, on)) in (
-                (job, blk) for job in jobs for blk in enumerate(oc_blocks)):
-            for r0 in range(0, s.hout, t.rows):
-                valid = min(t.rows, s.hout - r0)
-                obuf = out_bufs[tile_no % 2]
-                for ki, (i0, inn) in enumerate(ic_blocks):
-                    step = Step()
-                    sbuf = len(steps) % 2
-                    ibuf = in_bufs[sbuf]
-                    chans = on if depthwise else inn
-                    c0 = x_base + (o0 if depthwise else i0)
-                    top = r0 * s.sh - pt
-                    step.loads.append(self._input_rows(x_t, zero, ibuf, c0, chans, top, rows_in,
-                                                       s, pl))
-                    w_off, w_len = offsets[g, oi, ki]
-                    if t.resident:
-                        waddr = w_bufs[0] + w_off * self.elem
-                    else:
-                        waddr = w_bufs[sbuf]
-                        step.loads.append(lambda waddr=waddr, w_off=w_off, w_len=w_len:
-                                          b.dma_load(wt, waddr, (w_len,), (1,), (1,), w_off))
-                    last = ki == len(ic_blocks) - 1
-                    rbuf = None
-                    if last and res_bufs is not None:
-                        rbuf = res_bufs[tile_no % 2]
-                        step.loads.append(self._tile_rows(b.dma_load, r_t, rbuf, y_base + o0,
-                                                          on, r0, valid, t.rows, s.hout,
-                                                          s.wout))
-                    acc_first = ki == 0
-                    if depthwise:
-                        step.compute.append(lambda ibuf=ibuf, waddr=waddr, on=on:
-                                            b.dwconv(ibuf, waddr, acc, on, rows_in, s.wp, t.rows,
-                                                     s.wout, (s.kh, s.kw), (s.sh, s.sw),
-                                                     (s.dh, s.dw), dtype=self.dtype))
-                    else:
-                        step.compute.append(lambda ibuf=ibuf, waddr=waddr, on=on, inn=inn,
-                                            first=acc_first:
-                                            b.conv(ibuf, waddr, acc, inn, rows_in, s.wp, on,
-                                                   t.rows, s.wout, (s.kh, s.kw), (s.sh, s.sw),
-                                                   (s.dh, s.dw), dtype=self.dtype,
-                                                   accumulate=not first))
-                    if last:
-                        step.compute.append(self._epilogue_step(layer, acc, obuf, p_base + o0,
-                                                                on, t.rows * s.wout, bias_addr,
-                                                                s.cout * s.groups, False, rbuf,
-                                                                scalars))
-                        step.store.append(self._tile_rows(b.dma_store, y_t, obuf, y_base + o0,
-                                                          on, r0, valid, t.rows, s.hout,
-                                                          s.wout))
-                    steps.append(step)
-                tile_no += 1
-        steps[0].loads = pre + steps[0].loads
-        self.pipeline(steps)
+                            ("residual tiles", need.get("res", 0) // 2, True)])
+        return MacPlan(layer, resident, weights, self._channel_params(index, layer, channels),
+                       addr.get("bias"), addr.get("scalars"),
+                       (addr[w_name],) if resident else addr[w_name], addr[in_name],
+                       addr["accumulators"], addr["output tiles"], addr.get("residual tiles"))
 
     def _channel_params(self, index: int, layer: Layer, channels: int):
         """``(tensor, elements)`` of the per-channel epilogue constants, or None:
@@ -362,10 +331,41 @@ class Emitter:
         data = layer.bias.astype(np.float32)
         return self.b.constant(f"b{index}", data), data.size
 
-    def _epilogue_step(self, layer: Layer, acc, obuf, c0, cn, pixels, params, channels,
-                       channel_last, residual=None, scalars=None):
+    @staticmethod
+    def _mac_steps(tiles, blocks, make_step) -> list[Step]:
+        """A MAC layer's steps: per output tile, one per reduction block, accumulating.
+        ``make_step(tile, k, step_parity, tile_parity)`` builds the step of block ``k``;
+        operand buffers alternate per step, output (and residual) buffers per tile."""
+        steps: list[Step] = []
+        for tile_no, tile in enumerate(tiles):
+            for k in range(len(blocks)):
+                steps.append(make_step(tile, k, len(steps) % 2, tile_no % 2))
+        return steps
+
+    def _weight_block(self, plan: MacPlan, step: Step, key, sbuf: int) -> int:
+        """The SRAM address of weight block ``key`` in a step: inside the resident copy, or
+        the step's buffer, which a load of its own fills."""
+        offset, size = plan.weights.offsets[key]
+        if plan.resident:
+            return plan.w_bufs[0] + offset * self.elem
+        addr = plan.w_bufs[sbuf]
+        step.loads.append(lambda: self.b.dma_load(plan.weights.tensor, addr, (size,), (1,),
+                                                  (1,), offset))
+        return addr
+
+    def _finish_tile(self, plan: MacPlan, step: Step, obuf: int, store, c0: int, cn: int,
+                     pixels: int, channels: int, channel_last: bool, residual=None) -> None:
+        """Close an output tile in its last step: the epilogue turns the accumulators into
+        ``obuf`` (channels ``[c0, c0 + cn)``), and ``store`` writes it to DRAM (the pipeline
+        runs it while the next step computes)."""
+        step.compute.append(self._epilogue(plan, obuf, c0, cn, pixels, channels, channel_last,
+                                           residual))
+        step.store.append(store)
+
+    def _epilogue(self, plan: MacPlan, obuf, c0, cn, pixels, channels, channel_last,
+                  residual=None):
         """The instructions that turn accumulators into the layer's output tile."""
-        b = self.b
+        b, layer, acc, params = self.b, plan.layer, plan.acc, plan.bias
         if self.dtype == "int8":
             q = layer.requant
             bias = params + c0 * T.ACC if layer.bias is not None else None
@@ -373,6 +373,7 @@ class Emitter:
             if residual is None:
                 return lambda: b.requant(acc, obuf, cn, pixels, mult, shift, bias, q.zp, q.lo,
                                          q.hi, channel_last=channel_last)
+            scalars = plan.scalars
             if scalars is None or q.zp != 0:
                 raise BuildError("NPU compiler: an int8 residual add needs its rescale "
                                  "scalars and a zero output zero point")
@@ -392,6 +393,101 @@ class Emitter:
         bias = None if params is None else params + c0 * T.ACC
         return lambda: b.epilogue(acc, obuf, cn, pixels, bias, layer.act.name, layer.act.lo,
                                   layer.act.hi, channel_last=channel_last, residual=residual)
+
+    def _mac_pipeline(self, plan: MacPlan, steps: list[Step], extra=()) -> None:
+        """Run a MAC layer's steps, the first preceded by the loads all of them rely on: the
+        per-channel constants, the weights when resident, then ``extra``."""
+        b, pre = self.b, []
+        if plan.params is not None:
+            tensor, size = plan.params
+            pre.append(lambda: b.dma_load(tensor, plan.bias, (size,)))
+        if plan.resident:
+            pre.append(lambda: b.dma_load(plan.weights.tensor, plan.w_bufs[0],
+                                          (plan.weights.size,)))
+        steps[0].loads = pre + list(extra) + steps[0].loads
+        self.pipeline(steps)
+
+    # -- convolutions --------------------------------------------------------------------------
+    def _conv(self, index: int, layer: Layer) -> None:
+        """A conv or depthwise conv: per output tile (image, group, output-channel block,
+        row tile), one step per input-channel block; the tile's last step adds the
+        residual (if any) in the epilogue and stores the tile."""
+        s = self._conv_shape(layer)
+        t = self._tiling(index, T.choose_conv, s)
+        need = T.conv_sram(s, t)
+        if sum(need.values()) > self.spec.hardware["sram_bytes"]:
+            raise BuildError(f"NPU compiler: tiling {t} of layer {index} needs "
+                             f"{sum(need.values())} B of SRAM")
+        oc_blocks = _blocks(s.cout, t.oc)
+        ic_blocks = [(0, s.cin)] if s.depthwise else _blocks(s.cin, t.ic)
+        weights = self._pack_weights(index, _conv_weight_blocks(
+            layer.weight.astype(self.dtype), s, oc_blocks, ic_blocks))
+        plan = self._mac_plan(index, layer, need, t.resident, weights,
+                              (("weights", "w"), ("input tiles", "in")), s.cout * s.groups)
+        x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
+        r_t = self.tid(layer.residual) if layer.residual else None
+        # zero padding: columns stay zero from this fill; rows come from a zero vector
+        for buf in plan.in_bufs:
+            self.b.fill(buf, need["in"] // 2 // self.elem, self.dtype, 0)
+        self.b.sync(compute=True)
+        scalars = self._residual_scalars(index, plan)
+        io = (x_t, y_t, r_t, self.zeros(s.w))  # DRAM: input, output, residual, zero rows
+        steps = self._mac_steps(
+            _conv_tiles(s, t.rows, oc_blocks), ic_blocks,
+            lambda tile, ki, sbuf, tbuf: self._conv_step(plan, s, t.rows, io, tile, ic_blocks,
+                                                         ki, sbuf, tbuf))
+        self._mac_pipeline(plan, steps, scalars)
+
+    def _residual_scalars(self, index: int, plan: MacPlan) -> list[Callable[[], None]]:
+        """The load of an int8 residual's rescale scalars (multiplier, lo, hi), when the
+        layer has SRAM for them."""
+        if plan.scalars is None:
+            return []
+        q = plan.layer.requant
+        data = np.array([q.residual_mult, q.lo, q.hi, 0], np.int8)
+        tensor = self.b.constant(f"r{index}", data)
+        return [lambda: self.b.dma_load(tensor, plan.scalars, (data.size,))]
+
+    def _conv_step(self, plan: MacPlan, s: T.ConvShape, rows: int, io, tile: ConvTile,
+                   ic_blocks, ki: int, sbuf: int, tbuf: int) -> Step:
+        """Input-channel block ``ki`` of a conv tile: load its input rows (zero rows past
+        the image) and its weight block, run the MAC; the last block also loads the
+        residual tile, runs the epilogue and stores the tile."""
+        x_t, y_t, r_t, zero = io
+        i0, inn = ic_blocks[ki]
+        step, ibuf = Step(), plan.in_bufs[sbuf]
+        c0, chans = (tile.x + tile.o0, tile.on) if s.depthwise else (tile.x + i0, inn)
+        step.loads.append(self._input_rows(x_t, zero, ibuf, c0, chans, tile.r0 * s.sh - s.pad[0],
+                                           s.rows_in(rows), s, s.pad[1]))
+        waddr = self._weight_block(plan, step, (tile.group, tile.oi, ki), sbuf)
+        step.compute.append(self._conv_mac(s, rows, plan.acc, ibuf, waddr, tile.on, inn,
+                                           accumulate=ki > 0))
+        if ki == len(ic_blocks) - 1:
+            def tile_rows(dma, tensor, buf):
+                return self._tile_rows(dma, tensor, buf, tile.y + tile.o0, tile.on, tile.r0,
+                                       tile.valid, rows, s.hout, s.wout)
+
+            rbuf = None
+            if plan.res_bufs is not None:
+                rbuf = plan.res_bufs[tbuf]
+                step.loads.append(tile_rows(self.b.dma_load, r_t, rbuf))
+            obuf = plan.out_bufs[tbuf]
+            self._finish_tile(plan, step, obuf, tile_rows(self.b.dma_store, y_t, obuf),
+                              tile.group * s.cout + tile.o0, tile.on, rows * s.wout,
+                              s.cout * s.groups, False, rbuf)
+        return step
+
+    def _conv_mac(self, s: T.ConvShape, rows: int, acc: int, ibuf: int, waddr: int, oc: int,
+                  ic: int, accumulate: bool):
+        """The MAC instruction of a conv step: ``oc`` output channels of a row tile from
+        ``ic`` input channels (depthwise: channel by channel, one block of ``oc``)."""
+        b, rows_in = self.b, s.rows_in(rows)
+        window = ((s.kh, s.kw), (s.sh, s.sw), (s.dh, s.dw))
+        if s.depthwise:
+            return lambda: b.dwconv(ibuf, waddr, acc, oc, rows_in, s.wp, rows, s.wout, *window,
+                                    dtype=self.dtype)
+        return lambda: b.conv(ibuf, waddr, acc, ic, rows_in, s.wp, oc, rows, s.wout, *window,
+                              dtype=self.dtype, accumulate=accumulate)
 
     def _input_rows(self, tensor, zero, buf, c0, chans, top, rows_in, s: T.ConvShape, pl):
         """Load input rows [top, top+rows_in) of channels [c0, c0+chans) into ``buf``
@@ -426,93 +522,64 @@ class Emitter:
     # -- matrix products ----------------------------------------------------------------------
     def _gemm_layer(self, index: int, layer: Layer, a_val: Value, b_val: Value | None,
                     weight: np.ndarray | None) -> None:
+        """A dense (``weight``: a constant B) or a matmul (B the tensor ``b_val``, batch
+        dims broadcast): per output tile (batch index, column block, row block), one step
+        per reduction block; the tile's last step runs the epilogue and stores the tile."""
         s = self._gemm_shape(layer)
-        m_rows, k_, n_, batch = s.m, s.k, s.n, s.batch
-        if weight is not None:
-            a_batch, b_batch = [0], [0]
-        else:
-            out_batch = layer.output.shape[:-2]
-            a_batch = _batch_offsets(a_val.shape[:-2], out_batch, m_rows * k_)
-            b_batch = _batch_offsets(b_val.shape[:-2], out_batch, k_ * n_)
+        batches = self._gemm_batches(layer, s, a_val, b_val, weight)
         t = self._tiling(index, T.choose_gemm, s)
-        need = T.gemm_sram(s, t)
-        b = self.b
+        n_blocks, k_blocks = _blocks(s.n, t.oc), _blocks(s.k, t.ic)
         a_t, y_t = self.tid(a_val), self.tid(layer.output)
+        weights = None
         if weight is not None:
-            n_blocks = [(c, min(t.oc, n_ - c)) for c in range(0, n_, t.oc)]
-            k_blocks = [(c, min(t.ic, k_ - c)) for c in range(0, k_, t.ic)]
-            packed, offsets, pos = [], {}, 0
-            for ni, (n0, nn) in enumerate(n_blocks):
-                for ki, (k0, kn) in enumerate(k_blocks):
-                    blk = np.ascontiguousarray(weight[k0:k0 + kn, n0:n0 + nn].astype(self.dtype))
-                    offsets[ni, ki] = (pos, blk.size)
-                    packed.append(blk.reshape(-1))
-                    pos += blk.size
-            b_t = b.constant(f"w{index}", np.concatenate(packed))
+            w = weight.astype(self.dtype)
+            weights = self._pack_weights(index, (((ni, ki), w[k0:k0 + kn, n0:n0 + nn])
+                                                 for ni, (n0, nn) in enumerate(n_blocks)
+                                                 for ki, (k0, kn) in enumerate(k_blocks)))
+        io = (a_t, self.tid(b_val) if weight is None else weights.tensor, y_t)  # DRAM A, B, Y
+        plan = self._mac_plan(index, layer, T.gemm_sram(s, t), t.resident and weight is not None,
+                              weights, (("B", "b"), ("A tiles", "a")), s.n)
+        tiles = [GemmTile(bi, ni, n0, nn, m0, mm) for bi in range(s.batch)
+                 for ni, (n0, nn) in enumerate(n_blocks) for m0, mm in _blocks(s.m, t.rows)]
+        steps = self._mac_steps(tiles, k_blocks, lambda tile, kj, sbuf, tbuf: self._gemm_step(
+            plan, s, io, batches, tile, k_blocks, kj, sbuf, tbuf))
+        self._mac_pipeline(plan, steps)
+
+    def _gemm_batches(self, layer: Layer, s: T.GemmShape, a_val: Value, b_val: Value | None,
+                      weight: np.ndarray | None) -> tuple[list[int], list[int]]:
+        """Element offsets of A's and B's matrix at each output batch index (a dense: one)."""
+        if weight is not None:
+            return [0], [0]
+        out_batch = layer.output.shape[:-2]
+        return (_batch_offsets(a_val.shape[:-2], out_batch, s.m * s.k),
+                _batch_offsets(b_val.shape[:-2], out_batch, s.k * s.n))
+
+    def _gemm_step(self, plan: MacPlan, s: T.GemmShape, io, batches, tile: GemmTile, k_blocks,
+                   kj: int, sbuf: int, tbuf: int) -> Step:
+        """Reduction block ``kj`` of a gemm tile: load its A block and its B block (a
+        weight block, or a matmul's B box), run GEMM; the last block also runs the
+        epilogue and stores the tile."""
+        (a_t, b_t, y_t), (a_batch, b_batch) = io, batches
+        k0, kn = k_blocks[kj]
+        b, step, abuf = self.b, Step(), plan.in_bufs[sbuf]
+        a_off = a_batch[tile.bi] + tile.m0 * s.k + k0
+        step.loads.append(lambda: b.dma_load(a_t, abuf, (tile.mm, kn), (s.k, 1), (kn, 1), a_off))
+        if plan.weights is not None:
+            baddr = self._weight_block(plan, step, (tile.ni, kj), sbuf)
         else:
-            b_t = self.tid(b_val)
-        resident = t.resident and weight is not None
-        addr = self.layout([("bias", need["bias"], False),
-                            ("B", need["b"] if resident else need["b"] // 2, not resident),
-                            ("A tiles", need["a"] // 2, True),
-                            ("accumulators", need["acc"], False),
-                            ("output tiles", need["out"] // 2, True)])
-        bias_addr = addr.get("bias")
-        channel_params = self._channel_params(index, layer, n_)
-        b_bufs = (addr["B"],) if resident else addr["B"]
-        a_bufs, acc, out_bufs = addr["A tiles"], addr["accumulators"], addr["output tiles"]
-        pre = []
-        if channel_params is not None:
-            pre.append(lambda: b.dma_load(channel_params[0], bias_addr, (channel_params[1],)))
-        if resident:
-            pre.append(lambda: b.dma_load(b_t, b_bufs[0], (pos,)))
-        steps: list[Step] = []
-        tile_no = 0
-        for bi in range(batch):
-            for n0 in range(0, n_, t.oc):
-                nn = min(t.oc, n_ - n0)
-                for m0 in range(0, m_rows, t.rows):
-                    mm = min(t.rows, m_rows - m0)
-                    obuf = out_bufs[tile_no % 2]
-                    k_list = list(range(0, k_, t.ic))
-                    for kj, k0 in enumerate(k_list):
-                        kn = min(t.ic, k_ - k0)
-                        step = Step()
-                        sbuf = len(steps) % 2
-                        abuf = a_bufs[sbuf]
-                        a_off = a_batch[bi] + m0 * k_ + k0
-                        step.loads.append(lambda abuf=abuf, a_off=a_off, mm=mm, kn=kn:
-                                          b.dma_load(a_t, abuf, (mm, kn), (k_, 1), (kn, 1), a_off))
-                        if weight is not None:
-                            w_off, w_len = offsets[n0 // t.oc, kj]
-                            if resident:
-                                baddr = b_bufs[0] + w_off * self.elem
-                            else:
-                                baddr = b_bufs[sbuf]
-                                step.loads.append(lambda baddr=baddr, w_off=w_off, w_len=w_len:
-                                                  b.dma_load(b_t, baddr, (w_len,), (1,), (1,),
-                                                             w_off))
-                        else:
-                            baddr = b_bufs[sbuf]
-                            b_off = b_batch[bi] + k0 * n_ + n0
-                            step.loads.append(lambda baddr=baddr, b_off=b_off, kn=kn, nn=nn:
-                                              b.dma_load(b_t, baddr, (kn, nn), (n_, 1), (nn, 1),
-                                                         b_off))
-                        step.compute.append(lambda abuf=abuf, baddr=baddr, mm=mm, kn=kn, nn=nn,
-                                            first=kj == 0:
-                                            b.gemm(abuf, baddr, acc, mm, kn, nn,
-                                                   dtype=self.dtype, accumulate=not first))
-                        if kj == len(k_list) - 1:
-                            step.compute.append(self._epilogue_step(layer, acc, obuf, n0, nn,
-                                                                    mm, bias_addr, n_, True))
-                            y_off = bi * m_rows * n_ + m0 * n_ + n0
-                            step.store.append(lambda obuf=obuf, mm=mm, nn=nn, y_off=y_off:
-                                              b.dma_store(y_t, obuf, (mm, nn), (n_, 1), (nn, 1),
-                                                          y_off))
-                        steps.append(step)
-                    tile_no += 1
-        steps[0].loads = pre + steps[0].loads
-        self.pipeline(steps)
+            baddr = plan.w_bufs[sbuf]
+            b_off = b_batch[tile.bi] + k0 * s.n + tile.n0
+            step.loads.append(lambda: b.dma_load(b_t, baddr, (kn, tile.nn), (s.n, 1),
+                                                 (tile.nn, 1), b_off))
+        step.compute.append(lambda: b.gemm(abuf, baddr, plan.acc, tile.mm, kn, tile.nn,
+                                           dtype=self.dtype, accumulate=kj > 0))
+        if kj == len(k_blocks) - 1:
+            obuf = plan.out_bufs[tbuf]
+            y_off = tile.bi * s.m * s.n + tile.m0 * s.n + tile.n0
+            self._finish_tile(plan, step, obuf, lambda: b.dma_store(
+                y_t, obuf, (tile.mm, tile.nn), (s.n, 1), (tile.nn, 1), y_off),
+                tile.n0, tile.nn, tile.mm, s.n, True)
+        return step
 
     def _dense(self, index: int, layer: Layer) -> None:
         self._gemm_layer(index, layer, layer.inputs[0], None, layer.weight)
@@ -763,6 +830,32 @@ class Emitter:
         steps[0].loads = [lambda: b.dma_load(rh_t, rh_a, (ho * h,)),
                           lambda: b.dma_load(rwt_t, rw_a, (w * wo,))] + steps[0].loads
         self.pipeline(steps)
+
+
+def _blocks(total: int, size: int) -> list[tuple[int, int]]:
+    """``(start, length)`` of the blocks of ``size`` that cover ``range(total)``."""
+    return [(c, min(size, total - c)) for c in range(0, total, size)]
+
+
+def _conv_weight_blocks(w: np.ndarray, s: T.ConvShape, oc_blocks, ic_blocks):
+    """A conv's weight blocks, keyed ``(group, oc block, ic block)``, in the order its steps
+    read them."""
+    for g in range(s.groups):
+        wg = w[g * s.cout:(g + 1) * s.cout]
+        for oi, (o0, on) in enumerate(oc_blocks):
+            for ki, (i0, inn) in enumerate(ic_blocks):
+                yield (g, oi, ki), wg[o0:o0 + on] if s.depthwise else wg[o0:o0 + on, i0:i0 + inn]
+
+
+def _conv_tiles(s: T.ConvShape, rows: int, oc_blocks):
+    """A conv's output tiles in pipeline order: per image, group, output-channel block and
+    row tile (tensors are read as [N*C][H][W])."""
+    for n in range(s.batch):
+        for g in range(s.groups):
+            x, y = n * s.cin * s.groups + g * s.cin, n * s.cout * s.groups + g * s.cout
+            for oi, (o0, on) in enumerate(oc_blocks):
+                for r0 in range(0, s.hout, rows):
+                    yield ConvTile(x, y, g, oi, o0, on, r0, min(rows, s.hout - r0))
 
 
 def _dense_strides(dims) -> tuple[int, ...]:
