@@ -143,3 +143,14 @@ def test_host_only_target_passes_the_accelerator_stage():
     c = Compilation.start("perception-cnn", "llvm").run("accelerator")
     assert c.stage.accelerator is None and c.stage.execution == "host-only target"
     assert c.stage.placement is None
+
+
+def test_errors_cross_tvm_as_themselves():
+    """A BuildError raised inside a registered pipeline (TVM calls it back through its
+    FFI) reaches the caller as a BuildError, not a bare RuntimeError."""
+    import tvm
+
+    mod = tvm_cruise.load_model("perception-cnn").mod
+    with pytest.raises(BuildError, match="relax_pipeline='cruise-npu-lite' but the target is "
+                                         "for accelerator 'cruise-npu'"):
+        tvm.compile(mod, target="cruise-npu", relax_pipeline="cruise-npu-lite")

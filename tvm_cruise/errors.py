@@ -23,6 +23,10 @@ class UnsupportedOpError(ModelLoadError):
     """The model uses an operator the importer cannot convert."""
 
 
+class CustomOpError(CruiseError, ValueError):
+    """A custom operator (``tvm_cruise.relay_ops``) given operands or attributes it cannot take."""
+
+
 class InputMismatchError(CruiseError, ValueError):
     """Inputs given to a compiled model do not match its signature."""
 
@@ -69,3 +73,18 @@ class SramAccessError(NpuExecutionError):
 
 class HazardError(NpuExecutionError):
     """DMA and compute touch the same SRAM without a SYNC between them."""
+
+
+def register_with_tvm() -> None:
+    """Let every tvm-cruise error cross TVM's FFI as itself.
+
+    An exception raised in Python code TVM calls back (a pass of a registered pipeline, a
+    custom op's type inference) comes back through TVM's FFI, which rebuilds it by class
+    name; unregistered classes arrive as a plain ``RuntimeError``."""
+    import tvm_ffi
+
+    pending = [CruiseError]
+    while pending:
+        cls = pending.pop()
+        tvm_ffi.register_error(cls)
+        pending.extend(cls.__subclasses__())

@@ -10,6 +10,7 @@ import os
 from typing import Any, Mapping
 
 from .backend import backend_for
+from .errors import register_with_tvm
 from .pipeline import register_pipelines
 from .targets import AcceleratorSpec, add_accelerator, list_targets
 
@@ -26,6 +27,7 @@ def register() -> list[str]:
     """
     from tvm.target import tag
 
+    register_with_tvm()
     names = []
     for cruise in list_targets():
         if cruise.accelerator is None:

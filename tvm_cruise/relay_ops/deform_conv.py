@@ -30,6 +30,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax, te, tirx
 
+from ..errors import CustomOpError
 from . import registry as R
 
 NAME = "deformable_conv2d"
@@ -40,7 +41,7 @@ _OP = f"relax.cruise.{NAME}"
 def _pair(value, what: str) -> tuple[int, int]:
     values = list(value) if isinstance(value, (list, tuple)) else [value, value]
     if len(values) != 2:
-        raise ValueError(f"{_OP}: {what} must be an int or 2 ints, got {value!r}")
+        raise CustomOpError(f"{_OP}: {what} must be an int or 2 ints, got {value!r}")
     return int(values[0]), int(values[1])
 
 
@@ -52,7 +53,7 @@ def _pads(value) -> tuple[int, int, int, int]:
     elif len(values) == 2:
         values = values * 2
     if len(values) != 4:
-        raise ValueError(f"{_OP}: padding must be 1, 2 or 4 ints, got {value!r}")
+        raise CustomOpError(f"{_OP}: padding must be 1, 2 or 4 ints, got {value!r}")
     return tuple(int(v) for v in values)
 
 
@@ -62,44 +63,44 @@ def out_shape(data, offset, weight, mask, bias, strides, padding, dilation, grou
     naming the operand, the shape it must have and the fix. Shapes are tuples of ints;
     ``mask``/``bias`` None when absent."""
     if len(data) != 4:
-        raise ValueError(f"{_OP}: data must be (N, C, H, W), got shape {tuple(data)}")
+        raise CustomOpError(f"{_OP}: data must be (N, C, H, W), got shape {tuple(data)}")
     if len(weight) != 4:
-        raise ValueError(f"{_OP}: weight must be (O, C/groups, kh, kw), got shape "
+        raise CustomOpError(f"{_OP}: weight must be (O, C/groups, kh, kw), got shape "
                          f"{tuple(weight)}")
     n, c, h, w = data
     o, cg, kh, kw = weight
     (sh, sw), (dh, dw) = strides, dilation
     pt, pl, pb, pr = padding
     if min(sh, sw, dh, dw) < 1 or min(padding) < 0:
-        raise ValueError(f"{_OP}: strides and dilation must be >= 1 and padding >= 0, got "
+        raise CustomOpError(f"{_OP}: strides and dilation must be >= 1 and padding >= 0, got "
                          f"strides {strides}, dilation {dilation}, padding {padding}")
     if groups < 1 or c % groups or o % groups or cg * groups != c:
-        raise ValueError(f"{_OP}: weight {tuple(weight)} does not fit data channels {c} with "
+        raise CustomOpError(f"{_OP}: weight {tuple(weight)} does not fit data channels {c} with "
                          f"groups={groups}: weight must be ({o}, C/groups={c // max(groups, 1)}"
                          f", kh, kw) and O={o} divisible by groups. Fix the weight's shape "
                          "or the groups")
     if offset_groups < 1 or c % offset_groups:
-        raise ValueError(f"{_OP}: offset_groups={offset_groups} must divide the data's "
+        raise CustomOpError(f"{_OP}: offset_groups={offset_groups} must divide the data's "
                          f"{c} channels. Fix: use a divisor of {c}")
     ho = (h + pt + pb - dh * (kh - 1) - 1) // sh + 1
     wo = (w + pl + pr - dw * (kw - 1) - 1) // sw + 1
     if ho < 1 or wo < 1:
-        raise ValueError(f"{_OP}: a {kh}x{kw} kernel (dilation {dilation}, padding "
+        raise CustomOpError(f"{_OP}: a {kh}x{kw} kernel (dilation {dilation}, padding "
                          f"{padding}) does not fit the {h}x{w} input. Fix: pad more or use "
                          "a smaller kernel")
     k = kh * kw
     expect = (n, 2 * offset_groups * k, ho, wo)
     if tuple(offset) != expect:
-        raise ValueError(f"{_OP}: offset must have shape (N, 2*offset_groups*kh*kw, Ho, Wo) "
+        raise CustomOpError(f"{_OP}: offset must have shape (N, 2*offset_groups*kh*kw, Ho, Wo) "
                          f"= {expect}, got {tuple(offset)}. Fix: the offset's channels hold "
                          "(dy, dx) per kernel point and offset group, and its spatial size "
                          "is the output's")
     if mask is not None and tuple(mask) != (n, offset_groups * k, ho, wo):
-        raise ValueError(f"{_OP}: mask must have shape (N, offset_groups*kh*kw, Ho, Wo) = "
+        raise CustomOpError(f"{_OP}: mask must have shape (N, offset_groups*kh*kw, Ho, Wo) = "
                          f"{(n, offset_groups * k, ho, wo)}, got {tuple(mask)}. Fix: one "
                          "modulation scalar per kernel point, offset group and output pixel")
     if bias is not None and tuple(bias) != (o,):
-        raise ValueError(f"{_OP}: bias must have shape (O,) = ({o},), got {tuple(bias)}")
+        raise CustomOpError(f"{_OP}: bias must have shape (O,) = ({o},), got {tuple(bias)}")
     return n, o, ho, wo
 
 
@@ -108,7 +109,7 @@ def _operands(call):
     args = list(call.args)
     want = 3 + int(attrs.get("has_mask", 0)) + int(attrs.get("has_bias", 0))
     if len(args) != want:
-        raise ValueError(f"{_OP}: expected {want} operands (data, offset, weight"
+        raise CustomOpError(f"{_OP}: expected {want} operands (data, offset, weight"
                          f"{', mask' if attrs.get('has_mask') else ''}"
                          f"{', bias' if attrs.get('has_bias') else ''}), got {len(args)}")
     data, offset, weight = args[:3]
@@ -321,10 +322,10 @@ def _derived_groups(data_shape, offset_shape, weight_shape, where: str) -> tuple
     """``(groups, offset_groups)`` from the shapes, as torchvision's wrapper derives them."""
     c, (cg, kh, kw) = data_shape[1], weight_shape[1:]
     if cg < 1 or c % cg:
-        raise ValueError(f"{where}: weight's dim 1 ({cg}) must divide the input's {c} "
+        raise CustomOpError(f"{where}: weight's dim 1 ({cg}) must divide the input's {c} "
                          "channels (it is C/groups). Fix the weight's shape")
     if offset_shape[1] % (2 * kh * kw) or offset_shape[1] == 0:
-        raise ValueError(f"{where}: offset's dim 1 ({offset_shape[1]}) must be a multiple of "
+        raise CustomOpError(f"{where}: offset's dim 1 ({offset_shape[1]}) must be a multiple of "
                          f"2*kh*kw = {2 * kh * kw} (a (dy, dx) pair per kernel point and "
                          "offset group). Fix the offset's shape")
     return c // cg, offset_shape[1] // (2 * kh * kw)
@@ -464,12 +465,12 @@ def _from_onnx(bb, inputs, attrs, opset):
     mask = inputs[4] if len(inputs) > 4 else None
     wshape = _static(w, "W", "ONNX DeformConv")
     if "kernel_shape" in attrs and list(_ints(attrs, "kernel_shape", [])) != list(wshape[2:]):
-        raise ValueError(f"ONNX DeformConv: kernel_shape {_ints(attrs, 'kernel_shape', [])} "
+        raise CustomOpError(f"ONNX DeformConv: kernel_shape {_ints(attrs, 'kernel_shape', [])} "
                          f"differs from W's spatial shape {list(wshape[2:])}. Fix the "
                          "attribute or the weight")
     pads = _ints(attrs, "pads", [0, 0, 0, 0])
     if len(pads) != 4:
-        raise ValueError(f"ONNX DeformConv: only 2-D is supported (pads {pads}); fix: a 4-D "
+        raise CustomOpError(f"ONNX DeformConv: only 2-D is supported (pads {pads}); fix: a 4-D "
                          "input with 4 pads")
     # ONNX pads are (top, left, bottom, right): the op's own order
     return emit(bb, x, offset, w, mask, bias, _ints(attrs, "strides", [1, 1]), pads,
@@ -521,7 +522,7 @@ def _to_onnx(input, offset, weight, bias=None, mask=None, stride=(1, 1), padding
 
     dims = [list(t.shape) for t in (input, offset, weight)]
     if not all(isinstance(d, int) for shape in dims for d in shape):
-        raise ValueError(f"ONNX export of torch.ops.cruise.{NAME}: DeformConv's group and "
+        raise CustomOpError(f"ONNX export of torch.ops.cruise.{NAME}: DeformConv's group and "
                          f"offset_group are read from static shapes, got {dims}. Fix: export "
                          "with static input shapes")
     (_, c, _, _), (_, offset_channels, _, _), (_, cg, kh, kw) = dims

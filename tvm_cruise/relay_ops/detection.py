@@ -25,6 +25,7 @@ import torch
 import tvm
 from tvm import relax, topi
 
+from ..errors import CustomOpError, DependencyError
 from . import registry
 
 _FLOAT32 = ("float32",)
@@ -177,9 +178,9 @@ def _nms_padded_fake(dets, scores, iou_threshold, max_out):
 
 def _check_nms_operands(boxes, scores, op):
     if len(boxes) != 2 or boxes[1] != 4:
-        raise ValueError(f"{op}: dets must have shape (K, 4) as x1, y1, x2, y2, got {boxes}")
+        raise CustomOpError(f"{op}: dets must have shape (K, 4) as x1, y1, x2, y2, got {boxes}")
     if len(scores) != 1 or scores[0] != boxes[0]:
-        raise ValueError(f"{op}: scores must have shape ({boxes[0]},) (one per box), got "
+        raise CustomOpError(f"{op}: scores must have shape ({boxes[0]},) (one per box), got "
                          f"{scores}")
 
 
@@ -191,7 +192,7 @@ def _check_nms_operands(boxes, scores, op):
 
 def _constant(value, what: str, op: str):
     if isinstance(value, relax.Expr):
-        raise ValueError(f"{op}: {what} must be a constant known at import, got a tensor; "
+        raise CustomOpError(f"{op}: {what} must be a constant known at import, got a tensor; "
                          "fix: pass a Python number")
     return value
 
@@ -214,14 +215,14 @@ def roi_align_expr(bb, data, rois, spatial_scale: float, pooled_height: int, poo
     (k, cols), _ = registry.tensor_type(rois, "rois", op, rank=2, dtypes=_FLOAT32)
     if cols != (5 if batch is None else 4):
         want = "(K, 5) as [batch_index, x1, y1, x2, y2]" if batch is None else "(K, 4)"
-        raise ValueError(f"{op}: rois must have shape {want}, got ({k}, {cols})")
+        raise CustomOpError(f"{op}: rois must have shape {want}, got ({k}, {cols})")
     if batch is not None:
         (kb,), _ = registry.tensor_type(batch, "batch_indices", op, rank=1,
                                         dtypes=("int64", "int32"))
         if kb != k:
-            raise ValueError(f"{op}: batch_indices must have shape ({k},), got ({kb},)")
+            raise CustomOpError(f"{op}: batch_indices must have shape ({k},), got ({kb},)")
     if int(pooled_height) < 1 or int(pooled_width) < 1:
-        raise ValueError(f"{op}: output size must be >= 1, got ({pooled_height}, {pooled_width})")
+        raise CustomOpError(f"{op}: output size must be >= 1, got ({pooled_height}, {pooled_width})")
     scale = float(np.float32(spatial_scale))  # the kernel takes the scale as T
     if aligned or batch is not None:
         offset = 0.5 if aligned else 0.0
@@ -316,7 +317,7 @@ def nms_padded_expr(bb, dets, scores, iou_threshold: float, max_out: int, op: st
     iou_threshold = float(_constant(iou_threshold, "iou_threshold", op))
     max_out = int(_constant(max_out, "max_out", op))
     if k == 0 or max_out < 1:
-        raise ValueError(f"{op}: needs at least one box and max_out >= 1, got K={k}, "
+        raise CustomOpError(f"{op}: needs at least one box and max_out >= 1, got K={k}, "
                          f"max_out={max_out}")
     # TVM's legalized NMS would go through the generic CPU schedule, which breaks it (see
     # _nms_schedule): the kernel is emitted here with the op's own (identity) schedule.
@@ -381,17 +382,17 @@ def _onnx_roi_align(bb, inputs, attrs, opset):
     """ONNX ``RoiAlign`` (opset 10/16); replaces TVM's converter, which offsets
     ``half_pixel`` boxes before scaling them."""
     if len(inputs) != 3 or any(x is None for x in inputs):
-        raise ValueError("RoiAlign: needs 3 inputs (X, rois (K, 4), batch_indices (K,)), got "
+        raise CustomOpError("RoiAlign: needs 3 inputs (X, rois (K, 4), batch_indices (K,)), got "
                          f"{len(inputs)}")
     data, rois, batch = inputs
     default = "half_pixel" if opset >= 16 else "output_half_pixel"
     transform = _text(attrs.get("coordinate_transformation_mode"), default)
     if transform not in ("half_pixel", "output_half_pixel"):
-        raise ValueError(f"RoiAlign: coordinate_transformation_mode {transform!r} is not one of "
+        raise CustomOpError(f"RoiAlign: coordinate_transformation_mode {transform!r} is not one of "
                          "'half_pixel', 'output_half_pixel'")
     mode = _text(attrs.get("mode"), "avg")
     if mode != "avg":
-        raise ValueError(f"RoiAlign: mode {mode!r} is not supported: TVM's max pooling (the max "
+        raise CustomOpError(f"RoiAlign: mode {mode!r} is not supported: TVM's max pooling (the max "
                          "of the interpolated samples) does not match ONNX Runtime's, which warns "
                          "that its own is wrong for sampling_ratio != 1; fix: export with "
                          "mode='avg'")
@@ -440,9 +441,10 @@ def bench_case(seed: int = 0) -> dict:
 
     def roi_align(x, r):
         if not hasattr(torch.ops.torchvision, "roi_align"):
-            raise RuntimeError("torch.ops.torchvision.roi_align is not loaded: use a CPU build "
-                               "of torchvision, or declare it with tests/torchvision_ops.ensure("
-                               "'roi_align', roi_align_reference, roi_align_fake)")
+            raise DependencyError("torch.ops.torchvision.roi_align is not loaded: use a CPU "
+                                  "build of torchvision, or declare it with tests/"
+                                  "torchvision_ops.ensure('roi_align', roi_align_reference, "
+                                  "roi_align_fake)")
         return torch.ops.torchvision.roi_align(x, r, 0.125, 7, 7, 2, True)
 
     def nms(d, s):

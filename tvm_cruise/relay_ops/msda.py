@@ -29,6 +29,7 @@ import numpy as np
 import tvm
 from tvm import relax, te, tirx
 
+from ..errors import CustomOpError
 from . import registry as R
 
 NAME = "multi_scale_deformable_attention"
@@ -53,18 +54,18 @@ def _levels_from(ss, lsi, where: str) -> tuple[list[tuple[int, int]], list[int]]
     """Checked ``([(H, W), ...], starts)`` from the two index operands as numpy arrays."""
     ss, lsi = np.asarray(ss), np.asarray(lsi)
     if ss.ndim != 2 or ss.shape[1] != 2:
-        raise ValueError(f"{where}: spatial_shapes must have shape (L, 2) with rows (H, W), "
+        raise CustomOpError(f"{where}: spatial_shapes must have shape (L, 2) with rows (H, W), "
                          f"got {ss.shape}")
     if lsi.shape != (ss.shape[0],):
-        raise ValueError(f"{where}: level_start_index must have shape ({ss.shape[0]},) "
+        raise CustomOpError(f"{where}: level_start_index must have shape ({ss.shape[0]},) "
                          f"(one offset per level of spatial_shapes), got {lsi.shape}")
     shapes = [(int(h), int(w)) for h, w in ss.tolist()]
     if any(h < 1 or w < 1 for h, w in shapes):
-        raise ValueError(f"{where}: spatial_shapes has an empty level {shapes}; every "
+        raise CustomOpError(f"{where}: spatial_shapes has an empty level {shapes}; every "
                          "level needs H >= 1 and W >= 1")
     starts = np.concatenate([[0], np.cumsum([h * w for h, w in shapes])[:-1]]).tolist()
     if [int(s) for s in lsi.tolist()] != starts:
-        raise ValueError(f"{where}: level_start_index {lsi.tolist()} disagrees with "
+        raise CustomOpError(f"{where}: level_start_index {lsi.tolist()} disagrees with "
                          f"spatial_shapes {shapes}: it must be the offsets {starts} "
                          "(the exclusive cumulative sum of H*W). Fix: compute it from "
                          "spatial_shapes")
@@ -76,7 +77,7 @@ def constant_levels(call) -> tuple[list[tuple[int, int]], list[int]]:
     out = []
     for expr, what in ((call.args[1], "spatial_shapes"), (call.args[2], "level_start_index")):
         if not isinstance(expr, tvm.ir.expr.Constant):
-            raise ValueError(
+            raise CustomOpError(
                 f"{_OP}: {what} is not a constant at build time (it is "
                 f"{getattr(expr, 'name', None) or type(expr).__name__!r}: a model input or "
                 "a computed tensor); it fixes the kernel's loop bounds, so it must be "
@@ -87,24 +88,24 @@ def constant_levels(call) -> tuple[list[tuple[int, int]], list[int]]:
 
 def _infer(call) -> relax.TensorType:
     if len(call.args) != 5:
-        raise ValueError(f"{_OP} takes 5 operands (value, spatial_shapes, level_start_index, "
+        raise CustomOpError(f"{_OP} takes 5 operands (value, spatial_shapes, level_start_index, "
                          f"sampling_locations, attention_weights), got {len(call.args)}")
     value, ss, lsi, loc, attn = call.args
     (n, s, m, d), dtype = R.tensor_type(value, "value (N, S, M, D)", _OP, 4, _FLOATS)
     (nl, two), _ = R.tensor_type(ss, "spatial_shapes (L, 2)", _OP, 2, _INTS)
     lsi_shape, _ = R.tensor_type(lsi, "level_start_index (L,)", _OP, 1, _INTS)
     if two != 2 or lsi_shape != (nl,):
-        raise ValueError(f"{_OP}: spatial_shapes must be (L, 2) rows (H, W) and "
+        raise CustomOpError(f"{_OP}: spatial_shapes must be (L, 2) rows (H, W) and "
                          f"level_start_index (L,), got {(nl, two)} and {lsi_shape}")
     lshape, _ = R.tensor_type(loc, "sampling_locations (N, Lq, M, L, P, 2)", _OP, 6, (dtype,))
     ashape, _ = R.tensor_type(attn, "attention_weights (N, Lq, M, L, P)", _OP, 5, (dtype,))
     nq, npt = lshape[1], lshape[4]
     want = (n, nq, m, nl, npt, 2)
     if lshape != want:
-        raise ValueError(f"{_OP}: sampling_locations must have shape (N, Lq, M, L, P, 2) = "
+        raise CustomOpError(f"{_OP}: sampling_locations must have shape (N, Lq, M, L, P, 2) = "
                          f"{want} for value {(n, s, m, d)} and {nl} levels, got {lshape}")
     if ashape != want[:5]:
-        raise ValueError(f"{_OP}: attention_weights must have shape (N, Lq, M, L, P) = "
+        raise CustomOpError(f"{_OP}: attention_weights must have shape (N, Lq, M, L, P) = "
                          f"{want[:5]} to match sampling_locations {lshape}, got {ashape}")
     if isinstance(ss, tvm.ir.expr.Constant) and isinstance(lsi, tvm.ir.expr.Constant):
         shapes, _ = constant_levels(call)
@@ -115,7 +116,7 @@ def _infer(call) -> relax.TensorType:
 def _check_total(shapes, s: int) -> None:
     total = sum(h * w for h, w in shapes)
     if total != s:
-        raise ValueError(f"{_OP}: value has S = {s} positions but spatial_shapes {shapes} "
+        raise CustomOpError(f"{_OP}: value has S = {s} positions but spatial_shapes {shapes} "
                          f"sum to {total} (S must be sum H*W over levels). Fix: pass the "
                          "spatial shapes of the levels value was flattened from")
 
@@ -277,7 +278,7 @@ def reference(value, spatial_shapes, level_start_index, sampling_locations,
     shapes, _ = _levels_from(spatial_shapes.cpu().numpy(), level_start_index.cpu().numpy(),
                              "cruise::" + NAME)
     if sum(h * w for h, w in shapes) != s:
-        raise ValueError(f"cruise::{NAME}: value has S = {s} positions but spatial_shapes "
+        raise CustomOpError(f"cruise::{NAME}: value has S = {s} positions but spatial_shapes "
                          f"{shapes} sum to {sum(h * w for h, w in shapes)}")
     levels = value.split([h * w for h, w in shapes], dim=1)
     grids = 2 * sampling_locations - 1
@@ -384,12 +385,12 @@ def _to_onnx(value, spatial_shapes, level_start_index, sampling_locations, atten
 
 def _from_onnx(bb, inputs, attrs, opset):
     if len(inputs) != 5 or any(i is None for i in inputs):
-        raise ValueError(f"ONNX {ONNX_OP}: needs 5 inputs (value, spatial_shapes, "
+        raise CustomOpError(f"ONNX {ONNX_OP}: needs 5 inputs (value, spatial_shapes, "
                          "level_start_index, sampling_locations, attention_weights), got "
                          f"{len(inputs)}")
     for expr, what in ((inputs[1], "spatial_shapes"), (inputs[2], "level_start_index")):
         if not isinstance(expr, tvm.ir.expr.Constant):
-            raise ValueError(f"ONNX {ONNX_OP}: {what} is not an initializer; it fixes the "
+            raise CustomOpError(f"ONNX {ONNX_OP}: {what} is not an initializer; it fixes the "
                              f"kernel's loop bounds at build time. Fix: {_CONSTANT_FIX}")
     return make_call(*inputs)
 

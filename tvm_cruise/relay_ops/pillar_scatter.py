@@ -28,6 +28,7 @@ import tvm
 from tvm import relax
 from tvm.script import tirx as T
 
+from ..errors import CustomOpError
 from . import registry
 
 NAME = "pillar_scatter"
@@ -39,16 +40,16 @@ def _shapes(call):
     attrs = registry.attrs_of(call)
     missing = [k for k in ("batch_size", "ny", "nx") if k not in attrs]
     if missing:
-        raise ValueError(f"{NAME}: attributes {missing} are missing")
+        raise CustomOpError(f"{NAME}: attributes {missing} are missing")
     (p, c), fdtype = registry.tensor_type(call.args[0], "features", NAME, 2, _FLOAT)
     (pc, width), idtype = registry.tensor_type(call.args[1], "coords", NAME, 2, _INT)
     if pc != p or width != 4:
-        raise ValueError(
+        raise CustomOpError(
             f"{NAME}: coords must be ({p}, 4) (batch, z, y, x) for features of shape "
             f"({p}, {c}), got ({pc}, {width}). Fix: pass one (batch, z, y, x) row per pillar")
     b, ny, nx = (int(attrs[k]) for k in ("batch_size", "ny", "nx"))
     if min(b, ny, nx) < 1:
-        raise ValueError(f"{NAME}: batch_size, ny and nx must be >= 1, got {b}, {ny}, {nx}")
+        raise CustomOpError(f"{NAME}: batch_size, ny and nx must be >= 1, got {b}, {ny}, {nx}")
     return p, c, b, ny, nx, fdtype, idtype
 
 
@@ -228,9 +229,9 @@ def _from_torch(importer, node):
 def _from_onnx(bb, inputs, attrs, _opset):
     missing = [k for k in ("batch_size", "ny", "nx") if k not in attrs]
     if missing:
-        raise ValueError(f"com.cruise PillarScatter needs the integer attributes {missing}")
+        raise CustomOpError(f"com.cruise PillarScatter needs the integer attributes {missing}")
     if len(inputs) != 2:
-        raise ValueError(f"com.cruise PillarScatter takes 2 inputs (features, coords), got "
+        raise CustomOpError(f"com.cruise PillarScatter takes 2 inputs (features, coords), got "
                          f"{len(inputs)}")
     return bb.emit(registry.call(NAME, inputs, batch_size=int(attrs["batch_size"]),
                                  ny=int(attrs["ny"]), nx=int(attrs["nx"])))

@@ -25,6 +25,8 @@ from typing import Any, Callable, Mapping
 import tvm
 from tvm import relax
 
+from ..errors import CustomOpError
+
 OP_PREFIX = "relax.cruise."
 # PrimFunc attribute naming the custom op a kernel was legalized from.
 KERNEL_ATTR = "tvm_cruise.custom_op"
@@ -68,7 +70,7 @@ _ONNX: dict[str, OnnxForm] = {}
 
 def _unique(table: Mapping, key: str, what: str) -> None:
     if key in table:
-        raise ValueError(f"{what} {key!r} is registered twice; custom-op names must be unique "
+        raise CustomOpError(f"{what} {key!r} is registered twice; custom-op names must be unique "
                          f"(registered: {', '.join(sorted(table))})")
 
 
@@ -212,17 +214,17 @@ def tensor_type(expr, what: str, op: str, rank: int | None = None,
     the op, the operand and what it must be."""
     ty = expr.ty if hasattr(expr, "ty") else None
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
-        raise ValueError(f"{op}: {what} must be a tensor of known shape, got {ty}")
+        raise CustomOpError(f"{op}: {what} must be a tensor of known shape, got {ty}")
     dims = ty.shape.values
     if not all(hasattr(d, "value") for d in dims):
-        raise ValueError(f"{op}: {what} has a symbolic shape {list(dims)}; tvm-cruise's "
+        raise CustomOpError(f"{op}: {what} has a symbolic shape {list(dims)}; tvm-cruise's "
                          "custom ops need static shapes (fix the input shapes at import)")
     shape = tuple(int(d.value) for d in dims)
     dtype = str(ty.dtype)
     if rank is not None and len(shape) != rank:
-        raise ValueError(f"{op}: {what} must have rank {rank}, got shape {shape}")
+        raise CustomOpError(f"{op}: {what} must have rank {rank}, got shape {shape}")
     if dtypes is not None and dtype not in dtypes:
-        raise ValueError(f"{op}: {what} must be {'/'.join(dtypes)}, got {dtype}")
+        raise CustomOpError(f"{op}: {what} must be {'/'.join(dtypes)}, got {dtype}")
     return shape, dtype
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from ..errors import UnknownTargetError
+from ..errors import SpecError, UnknownTargetError
 from .host import (build_machine_arch, default_host, host_arch, parse_target_config,
                    translate_legacy, validate_host)
 from .spec import AcceleratorSpec
@@ -43,7 +43,7 @@ def _load_shipped() -> None:
         if entry.name.endswith(".json"):
             spec = AcceleratorSpec.from_dict(json.loads(entry.read_text()), source=entry.name)
             if spec.name in _ACCELERATORS:
-                raise UnknownTargetError(f"two spec files define accelerator {spec.name!r}")
+                raise SpecError(f"two spec files define accelerator {spec.name!r}")
             _ACCELERATORS[spec.name] = spec
 
 
@@ -61,12 +61,13 @@ def add_accelerator(spec: AcceleratorSpec) -> AcceleratorSpec:
     _load_shipped()
     known = _ACCELERATORS.get(spec.name)
     if known is not None and known != spec:
-        raise UnknownTargetError(
+        raise SpecError(
             f"accelerator {spec.name!r} is already registered with a different spec "
             f"(hash {known.spec_hash[:12]} vs {spec.spec_hash[:12]}); pick another name")
     clash = [s.name for s in _ACCELERATORS.values() if s.key == spec.key and s.name != spec.name]
     if clash:
-        raise UnknownTargetError(f"accelerator key {spec.key!r} is already used by {clash[0]!r}")
+        raise SpecError(f"accelerator key {spec.key!r} is already used by {clash[0]!r}; fix: "
+                        "give the spec a key of its own")
     _ACCELERATORS[spec.name] = spec
     return spec
 
