@@ -24,7 +24,7 @@ def layer_rows(art):
     for p in art.metadata["accelerator"]["programs"]:
         peak = p["stats"]["macs_per_cycle"]
         for layer in p["layers"]:
-            if layer["kind"] in ("conv", "dwconv"):
+            if layer["kind"] in ("conv2d", "depthwise_conv2d"):
                 yield layer, peak
 
 

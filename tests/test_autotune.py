@@ -345,9 +345,9 @@ def test_npu_tiling_search_picks_the_fastest_and_is_reused(tmp_path, monkeypatch
     default = tvm_cruise.build("perception-cnn", target="cruise-npu-lite", tuning_logs=False)
     assert art.metadata["tuning"]["npu_layers_tuned"] == 5
     tuned_layers = [layer for p in art.metadata["accelerator"]["programs"]
-                    for layer in p["layers"] if layer["kind"] == "conv"]
+                    for layer in p["layers"] if layer["kind"] == "conv2d"]
     default_layers = [layer for p in default.metadata["accelerator"]["programs"]
-                      for layer in p["layers"] if layer["kind"] == "conv"]
+                      for layer in p["layers"] if layer["kind"] == "conv2d"]
     assert [layer["tiling"] for layer in tuned_layers] == [r["tiling"] for r in searched]
     assert all(layer["tuned"] for layer in tuned_layers)
     assert not any(layer["tuned"] for layer in default_layers)

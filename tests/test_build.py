@@ -209,7 +209,7 @@ def test_build_records_its_npu_programs(built, reference):
     (program,) = acc["programs"]
     assert program["spec_hash"] == spec.spec_hash
     assert program["stats"]["simulated"] is True
-    assert [layer["kind"] for layer in program["layers"]] == ["conv"] * 5
+    assert [layer["kind"] for layer in program["layers"]] == ["conv2d"] * 5
     # MACs: the five convolutions, nothing else, as PyTorch counts them; the simulator's own
     # count adds the rows a last, partial row tile computes past the image edge
     module, inputs, _ = reference("perception-cnn")

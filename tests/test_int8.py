@@ -265,14 +265,14 @@ def _float_graph(seed: int) -> tuple[Graph, FunctionRanges]:
     conv = {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
     pool = {"kernel": (2, 2), "stride": (2, 2), "padding": (0, 0, 0, 0), "count_pad": False}
     layers = [
-        Layer("conv", [x], y1, dict(conv), weight=rng.standard_normal((10, 6, 3, 3)) * 0.2,
+        Layer("conv2d", [x], y1, dict(conv), weight=rng.standard_normal((10, 6, 3, 3)) * 0.2,
               bias=rng.standard_normal(10) * 0.1, act=Activation("clip", 0.0, 6.0),
               op_ids=(0, 1, 2)),
-        Layer("pool", [y1], p1, {**pool, "kind": "max"}, op_ids=(3,)),
-        Layer("dwconv", [p1], y2, {**conv, "groups": 10},
+        Layer("pool2d", [y1], p1, {**pool, "kind": "max"}, op_ids=(3,)),
+        Layer("depthwise_conv2d", [p1], y2, {**conv, "groups": 10},
               weight=rng.standard_normal((10, 3, 3)) * 0.3, bias=rng.standard_normal(10) * 0.1,
               act=Activation("relu"), op_ids=(4, 5, 6)),
-        Layer("pool", [y2], p2, {**pool, "kind": "avg"}, op_ids=(7,)),
+        Layer("pool2d", [y2], p2, {**pool, "kind": "avg"}, op_ids=(7,)),
         Layer("reshape", [p2], flat, op_ids=(8,)),
         Layer("dense", [flat], y3, weight=rng.standard_normal((90, 7)) * 0.1,
               bias=rng.standard_normal(7) * 0.1, op_ids=(9, 10)),
@@ -383,9 +383,9 @@ def test_quantized_residual_epilogue_bit_exact(spec):
     conv = {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
     w = [rng.standard_normal((8, 8, 3, 3)).astype(np.float32) * 0.2 for _ in range(2)]
     bias = [rng.standard_normal(8).astype(np.float32) * 0.1 for _ in range(2)]
-    layers = [Layer("conv", [x], y1, dict(conv), weight=w[0], bias=bias[0],
+    layers = [Layer("conv2d", [x], y1, dict(conv), weight=w[0], bias=bias[0],
                     act=Activation("relu"), op_ids=(0, 1, 2)),
-              Layer("conv", [y1], y2, dict(conv), weight=w[1], bias=bias[1], residual=x,
+              Layer("conv2d", [y1], y2, dict(conv), weight=w[1], bias=bias[1], residual=x,
                     act=Activation("clip", 0.0, 6.0), op_ids=(3, 4, 5, 6))]
     g = Graph("int8-residual", [x], [y2], layers)
     _, failures = quantize_graph(g, FunctionRanges([2.0], {(0, 1, 2): 3.0, (3, 4, 5, 6): 10.0}))

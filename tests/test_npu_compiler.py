@@ -41,8 +41,8 @@ def _int8_chain(seed: int):
     y3 = Value("y3", (1, 10), "int8")
     conv = {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
     layers = [
-        Layer("conv", [x], y1, dict(conv), weight=w1, bias=b1, requant=q1),
-        Layer("conv", [y1], y2, {**conv, "strides": (2, 2), "padding": (0, 0, 0, 0)},
+        Layer("conv2d", [x], y1, dict(conv), weight=w1, bias=b1, requant=q1),
+        Layer("conv2d", [y1], y2, {**conv, "strides": (2, 2), "padding": (0, 0, 0, 0)},
               weight=w2, requant=q2),
         Layer("reshape", [y2], flat),
         Layer("dense", [flat], y3, weight=w3, bias=b3, requant=q3),

@@ -176,7 +176,7 @@ def test_per_channel_weights_keep_the_models_int8_values(digits):
         tvm_cruise.build(imported, "cruise-npu", precision="int8",
                          calibration=model_ranges(imported))
     convs = [layer.weight for c in captured[0].stage.compiled for layer in c.graph.layers
-             if layer.kind == "conv"]
+             if layer.kind == "conv2d"]
     init = {t.name: numpy_helper.to_array(t)
             for t in onnx.load(digits["symmetric-per-channel"]).graph.initializer}
     for k, weight in enumerate(convs, start=1):

@@ -67,7 +67,7 @@ def broken():
 
     def faulty(func, name):
         g = real(func, name)
-        convs = [layer for layer in g.layers if layer.kind == "conv"]
+        convs = [layer for layer in g.layers if layer.kind == "conv2d"]
         if g.inputs[0].shape[1] == 3:  # f0: it starts from the 3-channel image
             convs[1].weight = -convs[1].weight
         return g
@@ -137,7 +137,7 @@ def _check_against_artifact(rep: Report, top1: bool) -> None:
                                            for f in lw["functions"])
     mac_layers = sum(1 for p in stats.programs for layer in p["layers"] if layer["macs"])
     checked = sum(1 for f in lw["functions"] for c in f["layer_checks"]
-                  if c["kind"] in ("conv", "dwconv", "dense", "matmul"))
+                  if c["kind"] in ("conv2d", "depthwise_conv2d", "dense", "matmul"))
     assert checked == mac_layers
     assert data["verdict"]["status"] in ("deploys", "deploys-with-fallback")
 
@@ -159,9 +159,9 @@ def test_reference_model_json_agrees_with_the_artifact_long(model, target):
 def test_good_model_has_no_error_jump(good):
     lw = good.accuracy["layerwise"]
     assert lw["functions_checked"] == 2 and lw["first_bad"] is None
-    # f1 opens with the host conv's bias add: eltwise, conv, conv
+    # f1 opens with the host conv's bias add: elementwise, conv2d, conv2d
     assert [[c["kind"] for c in f["layer_checks"]] for f in lw["functions"]] == \
-        [["conv", "conv"], ["eltwise", "conv", "conv"]]
+        [["conv2d", "conv2d"], ["elementwise", "conv2d", "conv2d"]]
     assert good.data["verdict"]["status"] == "deploys-with-fallback"
     assert "first error jump: none" in good.table()
 
@@ -176,7 +176,7 @@ def test_a_fault_in_one_layer_of_one_function_is_named(broken):
     # f1 gets the wrong activations, but on those it computes correctly: not blamed
     assert f1["ok"] and all(c["ok"] for c in f1["layer_checks"])
     bad = lw["first_bad"]
-    assert (bad["function"], bad["layer"], bad["kind"]) == ("f0", a2["layer"], "conv")
+    assert (bad["function"], bad["layer"], bad["kind"]) == ("f0", a2["layer"], "conv2d")
     assert "a2" in bad["names"] and bad["error"] > bad["bound"]
     assert broken.data["verdict"]["status"] == "accuracy-risk"
     assert "first error jump: f0" in broken.verdict
@@ -403,8 +403,8 @@ def test_value_tensors_follow_the_emitter_and_traced_dram_holds_every_layer():
     flat = Value("flat", (1, 288), alias_of=y2)
     y3 = Value("y3", (1, 5))
     conv = {"strides": (1, 1), "padding": (1, 1, 1, 1), "dilation": (1, 1), "groups": 1}
-    layers = [Layer("conv", [x], y1, dict(conv), weight=rng.standard_normal((8, 4, 3, 3))),
-              Layer("conv", [y1], y2, dict(conv), weight=rng.standard_normal((8, 8, 3, 3))),
+    layers = [Layer("conv2d", [x], y1, dict(conv), weight=rng.standard_normal((8, 4, 3, 3))),
+              Layer("conv2d", [y1], y2, dict(conv), weight=rng.standard_normal((8, 8, 3, 3))),
               Layer("reshape", [y2], flat),
               Layer("dense", [flat], y3, weight=rng.standard_normal((288, 5)) / 10)]
     g = Graph("probe", [x], [y3, y1], layers)  # y1 is both an output and an input of a2

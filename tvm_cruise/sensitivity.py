@@ -37,7 +37,7 @@ class LayerSensitivity:
 
     key: str                  # the layer_precision key that selects it ("#<op id>")
     name: str                 # the placement report's names of its operators
-    kind: str                 # NPU layer kind (conv, dwconv, dense, pool, ...)
+    kind: str                 # NPU layer kind (conv2d, depthwise_conv2d, dense, pool2d, ...)
     macs: int
     sqnr_db: float            # output SQNR vs fp32 with this layer out of int8
     gain_db: float            # sqnr_db minus the all-int8 build's
@@ -75,10 +75,10 @@ class SensitivityReport:
                  f"{self.alternative}, {self.samples} samples, vs TVM's fp32 host build",
                  f"all-int8: SQNR {b['sqnr_db']:.1f} dB, cosine {b['cosine']:.6f}"
                  + (f", top-1 agreement {top1:.1%}" if top1 is not None else ""),
-                 "  rank  key    kind    MACs      SQNR dB  gain dB  top-1   layer"]
+                 "  rank  key    kind             MACs      SQNR dB  gain dB  top-1   layer"]
         for rank, s in enumerate(self.ranked(), 1):
             t1 = "" if s.top1_agreement is None else f"{s.top1_agreement:.1%}"
-            lines.append(f"  {rank:<4}  {s.key:<6} {s.kind:<7} {_si(s.macs):<9} "
+            lines.append(f"  {rank:<4}  {s.key:<6} {s.kind:<16} {_si(s.macs):<9} "
                          f"{s.sqnr_db:7.1f}  {s.gain_db:+7.2f}  {t1:<6}  {s.name}")
         suggestion = self.suggest()
         lines.append("suggested (gain >= 1 dB): " + (

@@ -1,5 +1,8 @@
 """BYOC: splitting a Relax graph between an accelerator and the host, op by op, with reasons.
 
+- ``optable``: the operator table: every Relax op an accelerator runs, with its spec family,
+  name, pattern arity, pattern and NPU layer kind (rules, patterns and the NPU graph reader
+  all read it)
 - ``rules``: every accelerator limit as one named rule with one message
 - ``patterns``: fused pattern tables generated from a spec, checked by the rules
 - ``fold``: BatchNorm folded into the preceding conv (with or without bias)

@@ -1,14 +1,17 @@
-"""Pattern tables generated from an accelerator spec.
+"""Pattern tables generated from an accelerator spec and the operator table.
 
-Each op family the spec lists yields the fused patterns an NPU executes as one unit:
+Each op family the spec lists yields the fused patterns an NPU executes as one unit, over
+the operators ``optable.OPS`` gives it, in that table's order:
 
 - ``conv2d[_bias][_add][_act]`` and ``depthwise_conv2d[...]`` (BN is folded into the conv
   and its bias first, ``fold.py``; ``add`` is a residual add of another tensor)
 - ``dense[_bias][_act]`` (matmul with a constant weight) and ``matmul`` (two activations)
-- ``pool2d`` (max/avg windows, global average), ``elementwise``, ``activation``,
-  ``concat``, ``resize``, ``reshape``
+- pool2d: ``max_pool2d``, ``avg_pool2d``, ``global_avg_pool2d`` (mean over H and W,
+  adaptive to 1x1); ``concat``, ``resize2d``, ``elementwise``, ``activation``; reshape:
+  ``reshape``, ``flatten``, ``squeeze``, ``expand_dims``
 
-Activations inside a pattern are only those the spec lists. Every pattern's check runs the
+Element-wise ops and activations (also those inside a pattern) are only those the spec
+lists. Every pattern's check runs the
 rules of ``rules.py`` on each op it would fuse, so a pattern never offloads what a rule
 forbids. Composite names are ``<key>.<pattern>`` (``cruise_npu.conv2d_bias_act``).
 Patterns are listed highest priority first (longest fusion first), which is the order
@@ -25,8 +28,8 @@ from tvm.relax.dpl import is_const, is_op, wildcard
 from tvm.relax.transform import FusionPattern
 
 from ..targets.spec import AcceleratorSpec
-from .rules import (ACTIVATIONS, ELEMENTWISE, RESHAPES, broadcast_kind, is_constant,
-                    is_depthwise, static_shape, violations)
+from . import optable
+from .rules import broadcast_kind, is_constant, op_row, static_shape, violations
 
 # The precision policy of the partition in progress (patterns registered with TVM are
 # global; their checks read the policy from here, fp16 when used outside tvm-cruise).
@@ -38,21 +41,22 @@ REFUSED_OPS: contextvars.ContextVar[frozenset] = contextvars.ContextVar(
     "tvm_cruise_refused_ops", default=frozenset())
 
 
-def _act_pattern(spec: AcceleratorSpec, inner):
-    names = spec.ops["activation"]["functions"] if "activation" in spec.ops else ()
-    alternatives = []
-    for op, short in ACTIVATIONS.items():
-        wanted = short in names or (op == "relax.clip" and {"relu6", "clip"} & set(names))
-        if not wanted:
+def _any_of(spec: AcceleratorSpec, rows, first=None):
+    """Any of ``rows``' operators the spec selects (``optable.listed``), each with ``first``
+    (a wildcard when None) then wildcards for its other operands; None when none is."""
+    pattern = None
+    for row in rows:
+        if not optable.listed(spec, row):
             continue
-        alternatives.append(is_op(op)(inner, wildcard(), wildcard()) if op == "relax.clip"
-                            else is_op(op)(inner))
-    if not alternatives:
-        return None
-    pattern = alternatives[0]
-    for alt in alternatives[1:]:
-        pattern = pattern | alt
+        operands = [wildcard() if first is None else first] + \
+            [wildcard() for _ in range(row.arity - 1)]
+        alt = is_op(row.op)(*operands)
+        pattern = alt if pattern is None else pattern | alt
     return pattern
+
+
+def _act_pattern(spec: AcceleratorSpec, inner):
+    return _any_of(spec, [r for r in optable.OPS if r.family == "activation"], inner)
 
 
 def _ok(spec: AcceleratorSpec, *calls) -> bool:
@@ -117,9 +121,9 @@ def _epilogue_chain(spec: AcceleratorSpec, root, bias: bool, residual: bool, wit
     activation pattern to end it with."""
     out, ann = root, {"root": root}
     if bias:
-        out = ann["bias"] = is_op("relax.add")(out, is_const())
+        out = ann["bias"] = is_op(optable.EPILOGUE_ADD)(out, is_const())
     if residual:
-        out = ann["residual"] = is_op("relax.add")(out, wildcard())
+        out = ann["residual"] = is_op(optable.EPILOGUE_ADD)(out, wildcard())
     if with_act:
         out = _act_pattern(spec, out)
         if out is None:
@@ -130,27 +134,26 @@ def _epilogue_chain(spec: AcceleratorSpec, root, bias: bool, residual: bool, wit
     return out, ann, suffix
 
 
-def _conv_family(spec: AcceleratorSpec, depthwise: bool):
-    name = "depthwise_conv2d" if depthwise else "conv2d"
+def _conv_family(spec: AcceleratorSpec, row: optable.OpRow):
     act = "activation" in spec.ops
     combos = [c for c in itertools.product((True, False), repeat=3) if act or not c[2]]
     combos.sort(key=lambda c: -sum(c))
     for bias, residual, with_act in combos:
-        chain = _epilogue_chain(spec, is_op("relax.nn.conv2d")(wildcard(), is_const()),
+        chain = _epilogue_chain(spec, is_op(row.op)(wildcard(), is_const()),
                                 bias, residual, with_act)
         if chain is None:
             continue
         out, ann, suffix = chain
-        yield _pattern(f"{spec.key}.{name}{suffix}", out, ann,
-                            _conv_check(spec, depthwise, bias, residual, with_act))
+        yield _pattern(f"{spec.key}.{row.pattern}{suffix}", out, ann,
+                       _conv_check(spec, row, bias, residual, with_act))
 
 
-def _conv_check(spec, depthwise, bias, residual, with_act):
+def _conv_check(spec, row, bias, residual, with_act):
     def check(ctx) -> bool:
         ann = ctx.annotated_expr
         conv = ann["root"]
-        if is_depthwise(conv) != depthwise:
-            return False  # the other conv pattern's op
+        if op_row(conv).pattern != row.pattern:
+            return False  # the other conv pattern's op (plain or depthwise)
         if has_leaking_intermediate_variables(ctx):
             # An intermediate (conv+bias feeding a residual add) used elsewhere too: fusing
             # would make the composite return it and close a cycle through its other user.
@@ -176,13 +179,13 @@ def _conv_check(spec, depthwise, bias, residual, with_act):
     return check
 
 
-def _dense_family(spec: AcceleratorSpec):
+def _dense_family(spec: AcceleratorSpec, row: optable.OpRow):
     act = "activation" in spec.ops
     for bias, with_act in sorted(itertools.product((True, False), repeat=2),
                                  key=lambda c: -sum(c)):
         if with_act and not act:
             continue
-        chain = _epilogue_chain(spec, is_op("relax.matmul")(wildcard(), is_const()), bias,
+        chain = _epilogue_chain(spec, is_op(row.op)(wildcard(), is_const()), bias,
                                 False, with_act)
         if chain is None:
             continue
@@ -201,64 +204,39 @@ def _dense_family(spec: AcceleratorSpec):
                 calls.append(ann["act"])
             return _ok(spec, *calls)
 
-        yield _pattern(f"{spec.key}.dense{suffix}", out, ann, check)
+        yield _pattern(f"{spec.key}.{row.pattern}{suffix}", out, ann, check)
 
 
-def _single(spec: AcceleratorSpec, name: str, ops, arity: int):
-    """One pattern named ``name`` matching any of ``ops`` alone."""
-    pattern = None
-    for op in ops:
-        alt = is_op(op)(*[wildcard() for _ in range(arity)])
-        pattern = alt if pattern is None else pattern | alt
+def _single(spec: AcceleratorSpec, row: optable.OpRow):
+    """One pattern matching any operator of ``row``'s pattern alone (none when the spec
+    selects none of them)."""
+    pattern = _any_of(spec, [r for r in optable.OPS if r.pattern == row.pattern])
+    if pattern is None:
+        return
 
-    def check(ctx) -> bool:
-        return _ok(spec, ctx.annotated_expr["root"])
-
-    return _pattern(f"{spec.key}.{name}", pattern, {"root": pattern}, check)
-
-
-def _matmul_check(spec):
     def check(ctx) -> bool:
         call = ctx.annotated_expr["root"]
-        return not is_constant(call.args[1]) and _ok(spec, call)
+        # a form of the operator that is another pattern's (a matmul by a constant weight
+        # is a dense layer) is left to it
+        return op_row(call).pattern == row.pattern and _ok(spec, call)
 
-    return check
+    yield _pattern(f"{spec.key}.{row.pattern}", pattern, {"root": pattern}, check)
+
+
+# Families whose pattern fuses an epilogue (bias, residual add, activation) into its root.
+_FUSED = {"conv2d": _conv_family, "depthwise_conv2d": _conv_family, "dense": _dense_family}
 
 
 def build_patterns(spec: AcceleratorSpec) -> list[FusionPattern]:
-    """The pattern table for ``spec``, highest priority first."""
-    ops = spec.ops
+    """The pattern table for ``spec``, highest priority first: every pattern of the
+    operator table whose family the spec lists, in the table's order."""
     table: list[FusionPattern] = []
-    if "conv2d" in ops:
-        table += list(_conv_family(spec, depthwise=False))
-        table += list(_conv_family(spec, depthwise=True))
-    if "dense" in ops:
-        table += list(_dense_family(spec))
-    if "matmul" in ops:
-        mm = is_op("relax.matmul")(wildcard(), wildcard())
-        table.append(_pattern(f"{spec.key}.matmul", mm, {"root": mm}, _matmul_check(spec)))
-    if "pool2d" in ops:
-        table.append(_single(spec, "max_pool2d", ["relax.nn.max_pool2d"], 1))
-        table.append(_single(spec, "avg_pool2d", ["relax.nn.avg_pool2d"], 1))
-        table.append(_single(spec, "global_avg_pool2d",
-                             ["relax.nn.adaptive_avg_pool2d", "relax.mean"], 1))
-    if "concat" in ops:
-        table.append(_single(spec, "concat", ["relax.concat"], 1))
-    if "resize" in ops:
-        table.append(_single(spec, "resize2d", ["relax.image.resize2d"], 2))
-    if "elementwise" in ops:
-        wanted = [op for op, short in ELEMENTWISE.items()
-                  if short in ops["elementwise"]["ops"]]
-        table.append(_single(spec, "elementwise", wanted, 2))
-    if "activation" in ops:
-        act = _act_pattern(spec, wildcard())
-        if act is not None:
-            table.append(_pattern(f"{spec.key}.activation", act, {"root": act},
-                                  lambda ctx: _ok(spec, ctx.annotated_expr["root"])))
-    if "reshape" in ops:
-        for op in RESHAPES:
-            arity = 2 if op in ("relax.reshape",) else 1
-            table.append(_single(spec, op.split(".")[-1], [op], arity))
+    done: set[str] = set()
+    for row in optable.OPS:
+        if row.family not in spec.ops or row.pattern in done:
+            continue
+        done.add(row.pattern)
+        table += list(_FUSED.get(row.kind, _single)(spec, row))
     return table
 
 

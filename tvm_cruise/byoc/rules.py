@@ -16,6 +16,7 @@ from tvm import relax
 
 from ..relay_ops import registry
 from ..targets.spec import AcceleratorSpec
+from . import optable
 
 # Precision policy: the dtype an fp32 tensor has on the accelerator.
 PRECISIONS = {"fp16": "float16", "fp32": "float32", "int8": "int8"}
@@ -95,42 +96,23 @@ class Violation:
     message: str
 
 
-# Relax operator -> (family, short name)
-ELEMENTWISE = {"relax.add": "add", "relax.subtract": "subtract", "relax.multiply": "multiply",
-                "relax.maximum": "maximum", "relax.minimum": "minimum",
-                "relax.divide": "divide", "relax.power": "power"}
-ACTIVATIONS = {"relax.nn.relu": "relu", "relax.clip": "clip", "relax.sigmoid": "sigmoid",
-               "relax.tanh": "tanh", "relax.nn.silu": "silu", "relax.nn.gelu": "gelu",
-               "relax.nn.gelu_tanh": "gelu"}
-_POOLS = {"relax.nn.max_pool2d": "max", "relax.nn.avg_pool2d": "avg",
-          "relax.nn.adaptive_avg_pool2d": "avg", "relax.mean": "avg"}
-RESHAPES = ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims")
-
-
 def is_constant(expr) -> bool:
     return isinstance(expr, tvm.ir.expr.Constant)
 
 
+def op_row(call) -> optable.OpRow | None:
+    """``call``'s row of the operator table in the form the spec sees (None: no
+    accelerator runs it): a conv2d is depthwise when its groups are its input channels,
+    a matmul is a dense layer when its weight is a constant."""
+    tests = {"depthwise": lambda: is_depthwise(call),
+             "weight": lambda: is_constant(call.args[1])}
+    return optable.lookup(call.op.name, lambda form: tests[form]())
+
+
 def family_of(call) -> str | None:
     """The spec op family a Relax call belongs to (None: no accelerator has it)."""
-    name = call.op.name
-    if name == "relax.nn.conv2d":
-        return "conv2d"
-    if name == "relax.matmul":
-        return "dense" if is_constant(call.args[1]) else "matmul"
-    if name in _POOLS:
-        return "pool2d"
-    if name in ELEMENTWISE:
-        return "elementwise"
-    if name in ACTIVATIONS:
-        return "activation"
-    if name == "relax.concat":
-        return "concat"
-    if name == "relax.image.resize2d":
-        return "resize"
-    if name in RESHAPES:
-        return "reshape"
-    return None
+    row = op_row(call)
+    return row.family if row is not None else None
 
 
 def _short(call) -> str:
@@ -170,7 +152,7 @@ def _effective_rank(shape) -> int:
 
 def activation_name(call) -> str:
     """relu, relu6, clip, sigmoid, ... (clip(0, 6) is relu6)."""
-    name = ACTIVATIONS[call.op.name]
+    name = optable.lookup(call.op.name).name
     if name == "clip":
         lo, hi = (prim_value(a) for a in call.args[1:3])
         if lo == 0 and hi == 6:
@@ -301,24 +283,23 @@ def _matmul(spec, call, limits, add, precision):
 
 
 def _pool2d(spec, call, limits, add, precision):
-    kind = _POOLS[call.op.name]
-    if kind not in limits["types"]:
-        add("pool-type", kind=kind, types=", ".join(limits["types"]))
-    name = call.op.name
-    if name == "relax.mean":
+    row = optable.lookup(call.op.name)
+    if row.pool not in limits["types"]:
+        add("pool-type", kind=row.pool, types=", ".join(limits["types"]))
+    if row.global_by == "axes":
         axes = tuple(int(a) for a in call.attrs.axis) if call.attrs.axis is not None else ()
         ndim = len(static_shape(call.args[0].ty))
         axes = tuple(sorted(a % ndim for a in axes))
         if ndim != 4 or axes != (2, 3) or not limits["global"]:
-            add("pool-global", op="mean", detail=f"axes {axes} of a rank-{ndim} tensor")
+            add("pool-global", op=row.name, detail=f"axes {axes} of a rank-{ndim} tensor")
         return
     if call.attrs.layout != "NCHW":
         add("pool-layout", layout=call.attrs.layout)
         return
-    if name == "relax.nn.adaptive_avg_pool2d":
+    if row.global_by == "output":
         out_hw = tuple(static_shape(call.ty)[2:])
         if out_hw != (1, 1) or not limits["global"]:
-            add("pool-global", op="adaptive_avg_pool2d", detail=f"output {out_hw}")
+            add("pool-global", op=row.name, detail=f"output {out_hw}")
         return
     window = tuple(int(v) for v in call.attrs.pool_size)
     strides = tuple(int(v) for v in call.attrs.strides)
@@ -346,7 +327,7 @@ def _pool_window_problem(call, window, strides) -> str | None:
     out_hw = static_shape(call.ty)[2:]
     pad = tuple(int(p) for p in call.attrs.padding)
     count_pad = bool(getattr(call.attrs, "count_include_pad", False)) and \
-        call.op.name == "relax.nn.avg_pool2d"
+        optable.lookup(call.op.name).pool == "avg"
     for axis in range(2):
         size, out, k, s = in_hw[axis], out_hw[axis], window[axis], strides[axis]
         before, after = pad[axis], pad[axis + 2]
@@ -414,7 +395,7 @@ def broadcast_box(out_shape, *shapes):
 
 
 def _elementwise(spec, call, limits, add, precision):
-    name = ELEMENTWISE[call.op.name]
+    name = optable.lookup(call.op.name).name
     if name not in limits["ops"]:
         add("elementwise-op", name=name, ops=", ".join(limits["ops"]))
     lhs, rhs = (static_shape(a.ty) for a in call.args[:2])
@@ -466,14 +447,14 @@ _FAMILY_CHECKS = {"conv2d": _conv2d, "dense": _dense, "matmul": _matmul, "pool2d
 
 def macs(call) -> int:
     """Multiply-accumulates of one conv2d / matmul call (0 for other ops)."""
-    name = call.op.name
+    row = optable.lookup(call.op.name)
     out = static_shape(call.ty) if isinstance(call.ty, relax.TensorType) else None
-    if out is None:
+    if out is None or row is None:
         return 0
-    if name == "relax.nn.conv2d":
+    if row.family == "conv2d":
         w = static_shape(call.args[1].ty)
         return int(np.prod(out)) * w[1] * w[2] * w[3]
-    if name == "relax.matmul":
+    if row.family == "matmul":
         a = static_shape(call.args[0].ty)
         return int(np.prod(out)) * a[-1]
     return 0

@@ -46,7 +46,8 @@ class NpuStats:
             for i, p in enumerate(self.programs):
                 for j, layer in enumerate(p["layers"]):
                     if layer["macs"]:
-                        lines.append(f"    f{i}.{j:<3} {layer['kind']:<7} {layer['macs'] / 1e6:8.1f} "
+                        lines.append(f"    f{i}.{j:<3} {layer['kind']:<16} "
+                                     f"{layer['macs'] / 1e6:8.1f} "
                                      f"M MACs {layer['cycles']:>9} cycles  "
                                      f"{layer['utilization']:.1%}")
         return "\n".join(lines)

@@ -43,7 +43,7 @@ METHOD = ("each NPU function, during one run of the model, on the real activatio
 @dataclass
 class LayerCheck:
     layer: int            # index of the layer in its function's NPU program
-    kind: str             # conv, dense, eltwise, pool, ...
+    kind: str             # NPU layer kind: conv2d, dense, elementwise, pool2d, ...
     ops: list[int]        # placement op ids it holds
     names: list[str]      # their source names (each once)
     error: float

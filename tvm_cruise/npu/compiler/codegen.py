@@ -69,7 +69,7 @@ class PackedWeights:
 
 @dataclass
 class MacPlan:
-    """What every step of a MAC layer (conv, dwconv, dense, matmul) refers to: its weights
+    """What every step of a MAC layer (conv2d, depthwise_conv2d, dense, matmul) refers to: its weights
     and whether they stay in SRAM, its per-channel epilogue constants, and its SRAM
     buffers (pairs: one per step or per tile parity, so the DMA fills one while the MAC
     array reads the other)."""
@@ -112,6 +112,12 @@ class GemmTile(NamedTuple):
     nn: int
     m0: int
     mm: int
+
+
+# The Emitter method that emits each layer kind (a reshape emits nothing).
+EMITTERS = {"conv2d": "_conv", "depthwise_conv2d": "_dwconv", "dense": "_dense",
+            "matmul": "_matmul", "pool2d": "_pool", "elementwise": "_eltwise",
+            "activation": "_act", "concat": "_concat", "resize": "_resize"}
 
 
 class Emitter:
@@ -213,7 +219,7 @@ class Emitter:
                 continue  # same bytes, another shape: nothing to move
             start = len(self.b.instructions)
             try:
-                getattr(self, "_" + layer.kind)(index, layer)
+                getattr(self, EMITTERS[layer.kind])(index, layer)
             except Exception as err:  # noqa: BLE001 - whatever it is, this layer can't lower
                 del self.b.instructions[start:]
                 failures.append((tuple(layer.op_ids), _reason(err)))
@@ -247,7 +253,7 @@ class Emitter:
         x = layer.inputs[0]
         batch, cin, h, w = x.shape
         _, cout, hout, wout = layer.output.shape
-        depthwise = layer.kind == "dwconv"
+        depthwise = layer.kind == "depthwise_conv2d"
         groups = 1 if depthwise else int(layer.attrs.get("groups", 1))
         kh, kw = layer.weight.shape[-2:]
         sh, sw = layer.attrs["strides"]
@@ -271,7 +277,7 @@ class Emitter:
     def problem(self, layer: Layer):
         """``(choose, shape, sram)`` of a MAC layer's tiling: the heuristic, the shape it
         takes and the SRAM a tiling needs (the autotuner searches the same space)."""
-        if layer.kind in ("conv", "dwconv"):
+        if layer.kind in ("conv2d", "depthwise_conv2d"):
             shape = self._conv_shape(layer)
             return T.choose_conv, shape, lambda t: T.conv_sram(shape, t)
         shape = self._gemm_shape(layer)

@@ -2,7 +2,9 @@
 
 ``from_relax`` reads a function the partitioner offloaded (``Codegen`` = the spec's key):
 each composite becomes one layer whose epilogue (bias, residual add, activation) runs
-on-chip. Layers can also be built by hand (the int8 function-level tests do).
+on-chip. Its root operator's row of the operator table (``byoc/optable.py``) gives the
+layer kind, which picks the reader. Layers can also be built by hand (the int8
+function-level tests do).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import tvm
 from tvm import relax
 
 from ...errors import BuildError
+from ...byoc import optable
 from ...byoc.patterns import composite_op_ids
-from ...byoc.rules import (ACTIVATIONS, activation_name, broadcast_box, is_constant, prim_value,
-                     static_shape)
+from ...byoc.rules import (activation_name, broadcast_box, is_constant, prim_value,
+                           static_shape)
 
 
 @dataclass(eq=False)
@@ -65,8 +68,8 @@ class Requant:
 
 @dataclass(eq=False)
 class Layer:
-    kind: str                      # conv, dwconv, dense, matmul, pool, eltwise, act,
-    #                                concat, resize, reshape
+    kind: str                      # optable.KINDS: conv2d, depthwise_conv2d, dense, matmul,
+    #                                pool2d, elementwise, activation, concat, resize, reshape
     inputs: list[Value]
     output: Value
     attrs: dict = field(default_factory=dict)
@@ -96,7 +99,7 @@ class Graph:
 def layer_macs(layer: Layer) -> int:
     """Useful multiply-accumulates of one layer (0 for vector-unit layers)."""
     out = layer.output.size
-    if layer.kind in ("conv", "dwconv"):
+    if layer.kind in ("conv2d", "depthwise_conv2d"):
         return out * int(np.prod(layer.weight.shape[1:]))
     if layer.kind == "dense":
         return out * layer.weight.shape[0]
@@ -132,10 +135,19 @@ def broadcast_mode(a_shape, b_shape):
 
 
 # -- from Relax ---------------------------------------------------------------------------------
-_POOL_OPS = ("relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.nn.adaptive_avg_pool2d",
-             "relax.mean")
-_ELTWISE = {"relax.add": "add", "relax.subtract": "subtract", "relax.multiply": "multiply",
-            "relax.maximum": "maximum", "relax.minimum": "minimum"}
+def _row(call) -> optable.OpRow | None:
+    """``call``'s row of the operator table in the form the NPU computes: a conv2d is
+    depthwise with one filter per channel (a channel multiplier runs as a grouped conv), a
+    matmul is dense by a constant weight of rank <= 2 (else a matmul with a constant
+    operand); None where no NPU instruction computes it."""
+    def holds(form: str) -> bool:
+        if form == "depthwise":
+            groups = int(call.attrs.groups)
+            return groups > 1 and groups == _shape(call.args[0])[1] == _shape(call)[1]
+        return is_constant(call.args[1]) and len(_shape(call.args[1])) <= 2  # "weight"
+
+    row = optable.lookup(call.op.name, holds)
+    return row if row is not None and row.offloadable else None
 
 
 def _const(expr) -> np.ndarray:
@@ -149,9 +161,9 @@ def _shape(expr) -> tuple[int, ...]:
     return shape
 
 
-def _activation(call) -> Activation:
+def _act_of(call) -> Activation:
     name = activation_name(call)
-    if call.op.name == "relax.clip":
+    if optable.lookup(call.op.name).name == "clip":
         lo, hi = (float(prim_value(a)) for a in call.args[1:3])
         return Activation("clip", lo, hi)
     return Activation({"relu6": "clip"}.get(name, name), 0.0, 6.0 if name == "relu6" else 0.0)
@@ -202,87 +214,27 @@ class _Reader:
         var, root = calls[0]
         if not (isinstance(root, relax.Call) and isinstance(root.op, tvm.ir.Op)):
             raise BuildError(f"NPU compiler: composite {pattern} does not start with an op")
-        name = root.op.name
+        row = _row(root)
+        if row is None:
+            raise BuildError(f"NPU compiler: no lowering for {root.op.name} (pattern {pattern})")
         out_shape = _shape(root)
-        layer: Layer
-        if name == "relax.nn.conv2d":
-            a = root.attrs
-            w = _const(root.args[1]).astype(np.float32)
-            # depthwise: one filter per channel (a channel multiplier runs as grouped conv)
-            depthwise = int(a.groups) > 1 and \
-                int(a.groups) == _shape(root.args[0])[1] == out_shape[1]
-            layer = Layer("dwconv" if depthwise else "conv", [self.arg(root.args[0], env)],
-                          None, weight=w[:, 0] if depthwise else w,
-                          attrs={"strides": tuple(int(v) for v in a.strides),
-                                 "padding": tuple(int(v) for v in a.padding),
-                                 "dilation": tuple(int(v) for v in a.dilation),
-                                 "groups": int(a.groups)})
-        elif name == "relax.matmul":
-            a = self.arg(root.args[0], env)
-            if len(a.shape) == 1:  # a vector: one row
-                a = self.view(a, (1,) + a.shape)
-            if is_constant(root.args[1]) and len(_shape(root.args[1])) <= 2:
-                w = _const(root.args[1]).astype(np.float32)
-                if w.ndim == 1:
-                    w = w.reshape(-1, 1)
-                layer = Layer("dense", [a], None, weight=w)
-            else:
-                b = self.arg(root.args[1], env)
-                if len(b.shape) == 1:  # a vector: one column
-                    b = self.view(b, b.shape + (1,))
-                layer = Layer("matmul", [a, b], None)
-            # the product's shape with the vectors' unit dims kept; the output drops them
-            batch = np.broadcast_shapes(a.shape[:-2], () if layer.kind == "dense"
-                                        else layer.inputs[1].shape[:-2])
-            n = layer.weight.shape[1] if layer.kind == "dense" else layer.inputs[1].shape[-1]
-            full = tuple(batch) + (a.shape[-2], n)
-            if int(np.prod(full)) != int(np.prod(out_shape)):
-                raise BuildError(f"NPU compiler: matmul output {out_shape} is not {full}")
-            if full != tuple(out_shape):
-                if len(calls) > 1:
-                    raise BuildError("NPU compiler: a fused epilogue after a matrix-vector "
-                                     "product is not supported")
-                layer.output = self.value(full)
-                layer.pattern, layer.op_ids = pattern, ids
-                self.layers.append(layer)
-                out = self.view(layer.output, out_shape)
-                self.layers.append(Layer("reshape", [layer.output], out, pattern=pattern,
-                                         op_ids=ids))
+        layer: Layer = getattr(self, "_" + row.kind)(root, env, row)
+        if row.kind in ("dense", "matmul"):
+            out = self._vector_product(layer, calls, out_shape, pattern, ids)
+            if out is not None:
                 return out
-        elif name in _POOL_OPS:
-            layer = self._pool(root, env)
-        elif name in _ELTWISE:
-            layer = self._eltwise(root, env, _ELTWISE[name])
-        elif name in ACTIVATIONS:
-            layer = Layer("act", [self.arg(root.args[0], env)], None, act=_activation(root))
-        elif name == "relax.concat":
-            fields = root.args[0].fields if isinstance(root.args[0], relax.Tuple) else None
-            if fields is None:
-                raise BuildError("NPU compiler: concat of a tuple variable is not supported")
-            layer = Layer("concat", [self.arg(f, env) for f in fields], None,
-                          attrs={"axis": int(root.attrs.axis) % len(out_shape)})
-        elif name == "relax.image.resize2d":
-            a = root.attrs
-            layer = Layer("resize", [self.arg(root.args[0], env)], None,
-                          attrs={"method": str(a.method),
-                                 "coordinate": str(a.coordinate_transformation_mode),
-                                 "rounding": str(a.rounding_method)})
-        elif name in ("relax.reshape", "relax.flatten", "relax.squeeze", "relax.expand_dims"):
-            src = self.arg(root.args[0], env)
-            layer = Layer("reshape", [src], None)
-        else:
-            raise BuildError(f"NPU compiler: no lowering for {name} (pattern {pattern})")
         # epilogue ops fused into the layer
         prev = var
         for evar, call in calls[1:]:
             cname = call.op.name if isinstance(call.op, tvm.ir.Op) else ""
             other = [a for a in call.args if not (isinstance(a, relax.Var) and a.same_as(prev))]
-            if cname == "relax.add" and len(other) == 1 and is_constant(other[0]):
+            epilogue = optable.lookup(cname)
+            if cname == optable.EPILOGUE_ADD and len(other) == 1 and is_constant(other[0]):
                 layer.bias = _const(other[0]).astype(np.float32).reshape(-1)
-            elif cname == "relax.add" and len(other) == 1:
+            elif cname == optable.EPILOGUE_ADD and len(other) == 1:
                 layer.residual = self.arg(other[0], env)
-            elif cname in ACTIVATIONS:
-                layer.act = _activation(call)
+            elif epilogue is not None and epilogue.kind == "activation":
+                layer.act = _act_of(call)
             else:
                 raise BuildError(f"NPU compiler: unexpected {cname} in {pattern}")
             prev = evar
@@ -296,27 +248,100 @@ class _Reader:
         self.layers.append(layer)
         return output
 
-    def _pool(self, call, env) -> Layer:
-        name = call.op.name
+    # -- one reader per layer kind (optable.KINDS): the layer without its output ----------------
+    def _conv2d(self, call, env, row) -> Layer:
+        a = call.attrs
+        w = _const(call.args[1]).astype(np.float32)
+        depthwise = row.kind == "depthwise_conv2d"
+        return Layer(row.kind, [self.arg(call.args[0], env)], None,
+                     weight=w[:, 0] if depthwise else w,
+                     attrs={"strides": tuple(int(v) for v in a.strides),
+                            "padding": tuple(int(v) for v in a.padding),
+                            "dilation": tuple(int(v) for v in a.dilation),
+                            "groups": int(a.groups)})
+
+    _depthwise_conv2d = _conv2d
+
+    def _dense(self, call, env, row) -> Layer:
+        a = self.arg(call.args[0], env)
+        if len(a.shape) == 1:  # a vector: one row
+            a = self.view(a, (1,) + a.shape)
+        w = _const(call.args[1]).astype(np.float32)
+        if w.ndim == 1:
+            w = w.reshape(-1, 1)
+        return Layer(row.kind, [a], None, weight=w)
+
+    def _matmul(self, call, env, row) -> Layer:
+        a = self.arg(call.args[0], env)
+        if len(a.shape) == 1:  # a vector: one row
+            a = self.view(a, (1,) + a.shape)
+        b = self.arg(call.args[1], env)
+        if len(b.shape) == 1:  # a vector: one column
+            b = self.view(b, b.shape + (1,))
+        return Layer(row.kind, [a, b], None)
+
+    def _vector_product(self, layer, calls, out_shape, pattern, ids) -> Value | None:
+        """A product of vectors: the layer computes it with their unit dims kept and a
+        reshape drops them (returns its output); None for any other product."""
+        a = layer.inputs[0]
+        batch = np.broadcast_shapes(a.shape[:-2], () if layer.kind == "dense"
+                                    else layer.inputs[1].shape[:-2])
+        n = layer.weight.shape[1] if layer.kind == "dense" else layer.inputs[1].shape[-1]
+        full = tuple(batch) + (a.shape[-2], n)
+        if int(np.prod(full)) != int(np.prod(out_shape)):
+            raise BuildError(f"NPU compiler: matmul output {out_shape} is not {full}")
+        if full == tuple(out_shape):
+            return None
+        if len(calls) > 1:
+            raise BuildError("NPU compiler: a fused epilogue after a matrix-vector "
+                             "product is not supported")
+        layer.output = self.value(full)
+        layer.pattern, layer.op_ids = pattern, ids
+        self.layers.append(layer)
+        out = self.view(layer.output, out_shape)
+        self.layers.append(Layer("reshape", [layer.output], out, pattern=pattern, op_ids=ids))
+        return out
+
+    def _pool2d(self, call, env, row) -> Layer:
         x = self.arg(call.args[0], env)
         in_shape = _shape(call.args[0])
-        if name in ("relax.mean", "relax.nn.adaptive_avg_pool2d"):
-            return Layer("pool", [x], None, attrs={"kind": "avg", "kernel": in_shape[2:],
-                                                  "stride": (1, 1), "padding": (0, 0, 0, 0),
-                                                  "count_pad": False})
+        if row.global_by:
+            return Layer(row.kind, [x], None, attrs={"kind": "avg", "kernel": in_shape[2:],
+                                                    "stride": (1, 1), "padding": (0, 0, 0, 0),
+                                                    "count_pad": False})
         a = call.attrs
-        return Layer("pool", [x], None, attrs={
-            "kind": "max" if name == "relax.nn.max_pool2d" else "avg",
+        return Layer(row.kind, [x], None, attrs={
+            "kind": row.pool,
             "kernel": tuple(int(v) for v in a.pool_size),
             "stride": tuple(int(v) for v in a.strides),
             "padding": tuple(int(v) for v in a.padding),
             "count_pad": bool(getattr(a, "count_include_pad", False))})
 
-    def _eltwise(self, call, env, op) -> Layer:
+    def _elementwise(self, call, env, row) -> Layer:
         lhs, rhs = (self.arg(a, env) for a in call.args[:2])
         if lhs.data is not None and rhs.data is not None:
             raise BuildError("NPU compiler: element-wise op of two constants (fold it first)")
-        return Layer("eltwise", [lhs, rhs], None, attrs={"op": op})
+        return Layer(row.kind, [lhs, rhs], None, attrs={"op": row.name})
+
+    def _activation(self, call, env, row) -> Layer:
+        return Layer(row.kind, [self.arg(call.args[0], env)], None, act=_act_of(call))
+
+    def _concat(self, call, env, row) -> Layer:
+        fields = call.args[0].fields if isinstance(call.args[0], relax.Tuple) else None
+        if fields is None:
+            raise BuildError("NPU compiler: concat of a tuple variable is not supported")
+        return Layer(row.kind, [self.arg(f, env) for f in fields], None,
+                     attrs={"axis": int(call.attrs.axis) % len(_shape(call))})
+
+    def _resize(self, call, env, row) -> Layer:
+        a = call.attrs
+        return Layer(row.kind, [self.arg(call.args[0], env)], None,
+                     attrs={"method": str(a.method),
+                            "coordinate": str(a.coordinate_transformation_mode),
+                            "rounding": str(a.rounding_method)})
+
+    def _reshape(self, call, env, row) -> Layer:
+        return Layer(row.kind, [self.arg(call.args[0], env)], None)
 
 
 def from_relax(func: relax.Function, name: str) -> Graph:
@@ -373,7 +398,7 @@ def _placeholder(reader: "_Reader", var):
     return reader.value(static_shape(ty) or (1,))
 
 
-TUNABLE = ("conv", "dwconv", "dense", "matmul")
+TUNABLE = ("conv2d", "depthwise_conv2d", "dense", "matmul")
 
 
 def layer_signature(layer: Layer) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 from .graph import Graph, Layer, Requant
 
 QMAX = 127
-MAC_KINDS = ("conv", "dwconv", "dense")
+MAC_KINDS = ("conv2d", "depthwise_conv2d", "dense")
 
 
 @dataclass
@@ -170,7 +170,7 @@ def _quantize_layer(layer: Layer, ranges: FunctionRanges, scales: dict[int, floa
         raise ValueError(f"int8: the input of this {layer.kind} layer has no scale (its "
                          "producer was not quantized)")
     out = id(layer.output.root)
-    if layer.kind == "pool":
+    if layer.kind == "pool2d":
         scales[out] = s_in
         return
     if layer.kind not in MAC_KINDS:

@@ -26,7 +26,7 @@ def _groups(spec: AcceleratorSpec, layer: Layer):
     """Candidate tilings grouped like the heuristic's search: most rows first."""
     _, shape, sram = _probe(spec, layer).problem(layer)
     rows_arr, cols = spec.hardware["mac_array"]
-    if layer.kind in ("conv", "dwconv"):
+    if layer.kind in ("conv2d", "depthwise_conv2d"):
         channels, rows, reductions = shape.cout, shape.hout, \
             ([shape.cin] if shape.depthwise else T._candidates(shape.cin, rows_arr))
         residency = (True, False)
