@@ -101,7 +101,7 @@ def _grouped_conv_int8(rng):
     b = rng.integers(-300, 300, 6).astype(np.int32)
     q = Requant(rng.integers(1 << 20, 1 << 22, 6), rng.integers(16, 20, 6), zp=-3)
     attrs = {"strides": (2, 2), "padding": (1, 2, 1, 2), "dilation": (1, 2), "groups": 3}
-    g = Graph("grouped", [x], [y], [Layer("conv", [x], y, attrs, weight=w, bias=b, requant=q)],
+    g = Graph("grouped", [x], [y], [Layer("conv2d", [x], y, attrs, weight=w, bias=b, requant=q)],
               dtype="int8")
     inp = rng.integers(-128, 128, x.shape).astype(np.int8)
     out = []

@@ -69,9 +69,9 @@ class PackedWeights:
 
 @dataclass
 class MacPlan:
-    """What every step of a MAC layer (conv2d, depthwise_conv2d, dense, matmul) refers to: its weights
-    and whether they stay in SRAM, its per-channel epilogue constants, and its SRAM
-    buffers (pairs: one per step or per tile parity, so the DMA fills one while the MAC
+    """What every step of a MAC layer (conv2d, depthwise_conv2d, dense, matmul) refers
+    to: its weights and whether they stay in SRAM, its per-channel epilogue constants, and
+    its SRAM buffers (pairs: one per step or per tile parity, so the DMA fills one while the MAC
     array reads the other)."""
 
     layer: Layer
