@@ -124,8 +124,9 @@ TEST_SPEC = {
     "name": "test-npu", "key": "test_npu", "description": "test accelerator from a spec alone",
     "hardware": {"mac_array": [8, 8], "macs_per_cycle": {"float16": 32}, "clock_mhz": 500,
                  "sram_bytes": 65536, "sram_banks": 4, "dma_bytes_per_cycle": 8,
-                 "dma_setup_cycles": 32, "issue_cycles": 2, "vector_lanes": 8,
-                 "mac_pipeline_cycles": 8},
+                 "dma_setup_cycles": 32, "dram_burst_bytes": 32, "issue_cycles": 2,
+                 "vector_lanes": 8, "mac_pipeline_cycles": 8, "mac_weight_rows_per_cycle": 1,
+                 "sram_read_bytes_per_cycle": 64},
     "dtypes": {"float16": {"accumulate": "float32"}},
     "max_rank": 4,
     "ops": {

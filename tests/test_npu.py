@@ -225,20 +225,28 @@ def test_cycles_single_dma():
 
 def test_cycles_conv_packs_the_reduction():
     """A 3-channel 3x3 stem: K = 27 fills one 32-row pass; 8x8 pixels, 16 of 32 columns."""
-    x, w = i8((3, 10, 10)), i8((16, 3, 3, 3))
     prog = _program(NPU, lambda b: b.conv(0, 0x1000, 0x2000, 3, 10, 10, 16, 8, 8, (3, 3),
                                           dtype="int8"))
-    del x, w
     _, stats = Simulator(NPU).run(prog, [])
-    # issue 4 + ceil(27/32)=1 * ceil(16/32)=1 * 64 pixels * rate 1 (int8) + pipeline 32
-    assert stats.cycles == 4 + 64 + 32
+    # ceil(27/32)=1 row block * ceil(16/32)=1 column block = 1 pass: load its 27 weight rows
+    # (1 row per cycle) + 64 pixels * rate 1 (int8); SRAM reads 3*10*10 + 16*27 = 732 B
+    # need ceil(732/256) = 3 cycles, fewer than the 91; + pipeline 32; issue 4 before
+    assert stats.cycles == 4 + (27 + 64) + 32
     assert stats.macs == 16 * 64 * 27
-    assert stats.utilization == pytest.approx(16 * 64 * 27 / (100 * 1024))
+    assert stats.utilization == pytest.approx(16 * 64 * 27 / (127 * 1024))
     prog16 = _program(NPU, lambda b: b.conv(0, 0x1000, 0x2000, 3, 10, 10, 16, 8, 8, (3, 3)))
     stats16 = Simulator(NPU).run(prog16, [])[1]
-    assert stats16.cycles == 4 + 2 * 64 + 32  # fp16: half rate
+    assert stats16.cycles == 4 + (27 + 2 * 64) + 32  # fp16: half rate
     assert stats16.macs_per_cycle == 512  # utilization against the fp16 peak
-    assert stats16.utilization == pytest.approx(16 * 64 * 27 / (164 * 512))
+    assert stats16.utilization == pytest.approx(16 * 64 * 27 / (191 * 512))
+
+
+# CONV int8, 16 -> 32 channels, 3x3, 18x18 -> 16x16 on cruise-npu: K = 144 is 5 row blocks
+# (4 x 32 + 16) of 1 column block: 5 passes * 256 pixels * rate 1 = 1280, weight rows
+# loaded 4 * 32 + 16 = 144, pipeline 32. SRAM reads: input 16*18*18 = 5184 B, weights
+# 32*144 = 4608 B, partial sums of passes 2..5 read back 4 * 32 * 256 * 4 = 131072 B:
+# ceil(140864 / 256) = 551 cycles, under the array's 1424.
+CONV_3X3 = 1280 + 144 + 32
 
 
 def test_cycles_double_buffering_overlaps_dma_and_compute():
@@ -258,11 +266,12 @@ def test_cycles_double_buffering_overlaps_dma_and_compute():
         b.conv(0x40000, 0x80000, 0xD0000, 16, 18, 18, 32, 16, 16, (3, 3), dtype="int8")
 
     x = i8((2, 16, 18, 18))
-    conv = math.ceil(144 / 32) * 1 * 256 + 32  # 1312
-    dma = 64 + math.ceil(16 * 18 * 18 / 64)     # 145
+    conv = CONV_3X3
+    # one contiguous run of 5184 B: 81 bursts of 64 B at 64 B per cycle, + setup 64
+    dma = 64 + math.ceil(16 * 18 * 18 / 64)
     _, par = Simulator(NPU).run(_program(NPU, lambda b: build(b, True)), [x])
     _, ser = Simulator(NPU).run(_program(NPU, lambda b: build(b, False)), [x])
-    # overlapped: load(4..149) | 2nd load and conv from 149 (issued at 12/16), conv ends 1461
+    # overlapped: load(4..149) | 2nd load and conv from 149 (issued at 12/16)
     assert par.cycles == 4 + dma + conv + conv
     assert ser.cycles == 4 + dma + conv + dma + conv
     assert par.bank_conflict_cycles == 0
@@ -277,9 +286,61 @@ def test_cycles_bank_conflict_stalls():
         b.sync(dma=True, compute=True)
 
     _, stats = Simulator(NPU).run(_program(NPU, build), [i8((4096,))])
-    conv = math.ceil(144 / 32) * 256 + 32
+    conv = CONV_3X3
     assert stats.bank_conflict_cycles == 4 + conv - 8
     assert stats.cycles == 4 + conv + 64 + 64
+
+
+@pytest.mark.parametrize("acc, setup, per_burst", [("cruise-npu", 64, 1),
+                                                   ("cruise-npu-lite", 48, 2)])
+def test_cycles_strided_dma_pays_whole_bursts_per_run(acc, setup, per_burst):
+    """64 rows of 16 B out of 256-B rows: 64 contiguous runs, each shorter than a burst.
+    cruise-npu: 64-B bursts at 64 B/cycle (1 cycle a burst); lite: 32-B bursts at
+    16 B/cycle (2 cycles a burst). The same 1024 B dense is one run of whole bursts."""
+    spec = accelerators()[acc]
+    burst = spec.hardware["dram_burst_bytes"]
+
+    def build(dense):
+        def emit(b):
+            t = b.input("x", "int8", (64, 256))
+            if dense:
+                b.dma_load(t, 0, (1024,), (1,), (1,))
+            else:
+                b.dma_load(t, 0, (64, 16), (256, 1), (16, 1))
+            b.sync(dma=True)
+        return _program(spec, emit)
+
+    x = i8((64, 256))
+    strided = Simulator(spec).run(build(False), [x])[1]
+    dense = Simulator(spec).run(build(True), [x])[1]
+    assert strided.cycles == 4 + setup + 64 * 1 * per_burst          # 64 runs, 1 burst each
+    assert dense.cycles == 4 + setup + (1024 // burst) * per_burst   # 1 run
+    assert strided.dma_bytes_loaded == dense.dma_bytes_loaded == 1024
+
+
+def test_cycles_epilogue_bounded_by_sram_reads():
+    """EPILOGUE of 64 channels x 256 pixels on cruise-npu: 16384 / 64 lanes = 256 cycles.
+    Reading the fp32 accumulators alone is 16384 * 4 B / 256 B per cycle = 256 cycles too;
+    a fp32 bias adds 64 * 4 B: ceil(65792 / 256) = 257; a fp16 residual too
+    (+ 16384 * 2 B): ceil(98560 / 256) = 385. The SRAM, not the lanes, bounds them."""
+    def build(residual):
+        return _program(NPU, lambda b: b.epilogue(0, 0x20000, 64, 256, bias=0x30000,
+                                                  residual=0x40000 if residual else None))
+
+    assert Simulator(NPU).run(build(False), [])[1].cycles == 4 + 257
+    assert Simulator(NPU).run(build(True), [])[1].cycles == 4 + 385
+    plain = _program(NPU, lambda b: b.epilogue(0, 0x20000, 64, 256))
+    assert Simulator(NPU).run(plain, [])[1].cycles == 4 + 256
+
+
+def test_cycles_gemm_vector_is_weight_load_bound():
+    """A matrix-vector product (m = 1) on a weight-stationary array: int8, k = 64, n = 32
+    on cruise-npu is 2 passes of 1 row each (2 cycles) after loading 64 weight rows; SRAM
+    reads (64 + 64*32 B + one pass of 32 partial sums * 4 B = 2240 B) take 9 cycles."""
+    prog = _program(NPU, lambda b: b.gemm(0, 0x1000, 0x2000, 1, 64, 32, dtype="int8"))
+    stats = Simulator(NPU).run(prog, [])[1]
+    assert stats.cycles == 4 + (2 + 64) + 32
+    assert stats.utilization == pytest.approx(64 * 32 / (102 * 1024))
 
 
 # -- refusals ----------------------------------------------------------------------------------

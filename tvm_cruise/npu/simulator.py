@@ -3,8 +3,10 @@
 Functional model: SRAM is a byte array of the spec's size; every instruction reads and
 writes it through bounds- and alignment-checked views; tiles are computed with numpy
 (fp16 products in fp32 via BLAS, int8 through float64 BLAS, which is exact for int8 sums
-up to 2^53, then checked against the int32 accumulator range). Timing model and hazard
-rules: docs/npu_isa.md. Figures it produces are simulated.
+up to 2^53, then checked against the int32 accumulator range). Hazard rules:
+docs/npu_isa.md. Every instruction's cycles and the engines' timeline come from
+``cost.py``, the one cycle model (the compiler's tiling estimate uses it too). Figures it
+produces are simulated.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from ..errors import HazardError, NpuExecutionError, SramAccessError
 from ..targets.spec import AcceleratorSpec
-from . import isa
+from . import cost, isa
 from .program import Program
 
 _ACC_RANGE = (-(1 << 31), (1 << 31) - 1)
@@ -203,11 +205,8 @@ class _State:
             else:
                 self.dram.append(np.zeros(t.size, dtype=t.dtype))
         self.stats = RunStats(self.spec.name, clock_mhz=float(hw["clock_mhz"]))
-        self.issue_cycles = int(hw["issue_cycles"])
-        self.t_issue = 0
-        self.free = {"dma": 0, "compute": 0}
-        self.barrier = 0
-        self.inflight = {"dma": [], "compute": []}  # (start, end, banks)
+        self.hw = hw
+        self.timeline = cost.Timeline(hw)
         # hazard tracking: regions touched since the last SYNC of their engine
         self.dma_writes: list[_Region] = []
         self.dma_reads: list[_Region] = []
@@ -241,7 +240,7 @@ class _State:
     def execute(self, index: int, instr: isa.Instruction) -> None:
         self.index, self.instr = index, instr
         self.reads, self.writes = [], []
-        self.t_issue += self.issue_cycles
+        self.timeline.issue()
         cls = self.stats.by_class.setdefault(instr.name, ClassStats())
         cls.count += 1
         self.stats.instructions += 1
@@ -258,13 +257,12 @@ class _State:
         self.stats.macs += macs
 
     def _sync(self, flags: int) -> None:
-        if flags & isa.FLAG_SYNC_DMA:
-            self.barrier = max(self.barrier, self.free["dma"])
+        dma, compute = bool(flags & isa.FLAG_SYNC_DMA), bool(flags & isa.FLAG_SYNC_COMPUTE)
+        if dma:
             self.dma_writes, self.dma_reads = [], []
-        if flags & isa.FLAG_SYNC_COMPUTE:
-            self.barrier = max(self.barrier, self.free["compute"])
+        if compute:
             self.compute_writes, self.compute_reads = [], []
-        self.stats.sync_times[self.index] = max(self.barrier, self.t_issue)
+        self.stats.sync_times[self.index] = self.timeline.sync(dma, compute)
 
     def _check_hazards(self, engine: str) -> None:
         me = f"instruction {self.index} ({self.instr.name})"
@@ -300,24 +298,11 @@ class _State:
         return banks
 
     def _schedule(self, engine: str, cycles: int) -> None:
-        other = "compute" if engine == "dma" else "dma"
-        start = max(self.t_issue, self.free[engine], self.barrier)
-        first = start
-        banks = self._banks()
-        moved = True
-        while moved:
-            moved = False
-            for s, e, b in self.inflight[other]:
-                if s < start + cycles and start < e and banks & b:
-                    start, moved = e, True
-        self.stats.bank_conflict_cycles += start - first
-        end = start + cycles
-        self.free[engine] = end
-        self.inflight[engine] = [iv for iv in self.inflight[engine] if iv[1] > self.barrier]
-        self.inflight[engine].append((start, end, banks))
+        self.timeline.run(engine, cycles, self._banks())
 
     def finish(self) -> tuple[list[np.ndarray], RunStats]:
-        self.stats.cycles = max(self.free["dma"], self.free["compute"], self.t_issue)
+        self.stats.cycles = self.timeline.end
+        self.stats.bank_conflict_cycles = self.timeline.conflict_cycles
         # the peak of the MAC mode the program used (mixed modes: the fastest one)
         self.stats.macs_per_cycle = self.peak or self.sim.rows * self.sim.cols
         outs = [self.dram[i].reshape(self.program.tensors[i].shape).copy()
@@ -325,18 +310,15 @@ class _State:
         return outs, self.stats
 
     # -- cycle helpers ----------------------------------------------------------------
-    def _rate(self, code: int) -> int:
-        """Cycles per array pass per output element: 1 at the full int8 rate."""
+    def _mac_mode(self, code: int) -> str:
+        """The dtype name of a MAC instruction, checked against the spec's MAC modes."""
         name = str(isa.DTYPES[code])
         rate = self.spec.hardware["macs_per_cycle"].get(name)
         if rate is None:
             raise NpuExecutionError(f"instruction {self.index} ({self.instr.name}): "
                                     f"{self.spec.name} has no {name} MAC mode")
         self.peak = max(self.peak, rate)
-        return (self.sim.rows * self.sim.cols) // rate
-
-    def _vector(self, elements: int) -> int:
-        return -(-elements // int(self.spec.hardware["vector_lanes"]))
+        return name
 
     def _dtype(self, flags: int, allowed=(isa.INT8, isa.FLOAT16)) -> int:
         code = flags & 0x0F
@@ -395,8 +377,7 @@ class _State:
             if self.functional:
                 dram_box[...] = sram_box
             self.stats.dma_bytes_stored += nbytes
-        hw = self.spec.hardware
-        return int(hw["dma_setup_cycles"]) + -(-nbytes // int(hw["dma_bytes_per_cycle"])), 0
+        return cost.dma_cycles(self.hw, item, dims, dstr, sstr), 0
 
     def _dma_load(self, instr):
         return self._dma(instr, True)
@@ -413,7 +394,7 @@ class _State:
         target = self.view(sram, count, dtype, True, "fill")
         if self.functional:
             target[...] = value
-        return self._vector(count), 0
+        return cost.fill_cycles(self.hw, count), 0
 
     # -- MAC array ----------------------------------------------------------------------
     def _conv(self, instr):
@@ -427,9 +408,9 @@ class _State:
         acc_v = self.tensor(acc, (cout, hout, wout), isa.DTYPES[isa.ACC_DTYPE[code]], True,
                             "accumulators")
         reduction = cin * kh * kw
-        passes = -(-reduction // self.sim.rows) * -(-cout // self.sim.cols)
-        cycles = passes * hout * wout * self._rate(code) + \
-            int(self.spec.hardware["mac_pipeline_cycles"])
+        cycles = cost.conv_cycles(self.hw, self._mac_mode(code), dtype.itemsize, cin, hin, win,
+                                  cout, hout, wout, kh, kw,
+                                  bool(instr.flags & isa.FLAG_ACCUMULATE))
         if not self.functional:
             return cycles, cout * hout * wout * reduction
         work = np.float32 if code == isa.FLOAT16 else np.float64
@@ -454,9 +435,8 @@ class _State:
         wt = self.tensor(w, (c, kh, kw), dtype, what="weights")
         acc_v = self.tensor(acc, (c, hout, wout), isa.DTYPES[isa.ACC_DTYPE[code]], True,
                             "accumulators")
-        passes = -(-(kh * kw) // self.sim.rows) * -(-c // self.sim.cols)
-        cycles = passes * hout * wout * self._rate(code) + \
-            int(self.spec.hardware["mac_pipeline_cycles"])
+        cycles = cost.dwconv_cycles(self.hw, self._mac_mode(code), dtype.itemsize, c, hin, win,
+                                    hout, wout, kh, kw, bool(instr.flags & isa.FLAG_ACCUMULATE))
         if not self.functional:
             return cycles, c * hout * wout * kh * kw
         work = np.float32 if code == isa.FLOAT16 else np.float64
@@ -476,8 +456,8 @@ class _State:
         av = self.tensor(a, (m, k), dtype, what="A")
         bv = self.tensor(b, (k, n), dtype, what="B")
         acc_v = self.tensor(acc, (m, n), isa.DTYPES[isa.ACC_DTYPE[code]], True, "accumulators")
-        passes = -(-k // self.sim.rows) * -(-n // self.sim.cols)
-        cycles = passes * m * self._rate(code) + int(self.spec.hardware["mac_pipeline_cycles"])
+        cycles = cost.gemm_cycles(self.hw, self._mac_mode(code), dtype.itemsize, m, k, n,
+                                  bool(instr.flags & isa.FLAG_ACCUMULATE))
         if self.functional:
             work = np.float32 if code == isa.FLOAT16 else np.float64
             result = av.astype(work) @ bv.astype(work)
@@ -520,7 +500,8 @@ class _State:
                 x = x + res_v.astype(np.float32)
             out_v[...] = activation(x, act, isa.bits_f32(lo), isa.bits_f32(hi)).astype(
                 np.float16)
-        return self._vector(channels * pixels), 0
+        return cost.epilogue_cycles(self.hw, channels, pixels, bias_v is not None,
+                                    res_v is not None), 0
 
     def _requant(self, instr):
         acc, out, channels, pixels, bias, mult, shift, zp, lo, hi = instr.fields[:10]
@@ -543,7 +524,7 @@ class _State:
             v = acc_v.astype(np.int64) + (bias_v if bias_v is not None else 0)
             r = round_half_away(v * m.reshape(bshape), sh.reshape(bshape))
             out_v[...] = np.clip(r + zp, lo, hi)
-        return self._vector(channels * pixels), 0
+        return cost.requant_cycles(self.hw, channels, pixels, bias_v is not None), 0
 
     def _eltwise(self, instr):
         code = self._dtype(instr.flags)
@@ -567,7 +548,7 @@ class _State:
                     r = round_half_away(r, shift)
                 r = np.clip(r, -128, 127)
             out_v[...] = r.astype(dtype)
-        return self._vector(channels * pixels), 0
+        return cost.eltwise_cycles(self.hw, dtype.itemsize, channels, pixels, bcast), 0
 
     def _act(self, instr):
         code = self._dtype(instr.flags)
@@ -585,7 +566,7 @@ class _State:
             else:
                 out_v[...] = activation(x.astype(np.float32), func, isa.bits_f32(lo),
                                         isa.bits_f32(hi)).astype(np.float16)
-        return self._vector(count), 0
+        return cost.act_cycles(self.hw, dtype.itemsize, count, table is not None), 0
 
     def _pool(self, instr):
         code = self._dtype(instr.flags)
@@ -606,7 +587,7 @@ class _State:
             raise NpuExecutionError(f"instruction {self.index} (POOL): windows reach past the "
                                     f"{hin}x{win} tile (window {kh}x{kw}, stride {sh}x{sw}, "
                                     f"output {hout}x{wout})")
-        cycles = self._vector(c * hout * wout * kh * kw)
+        cycles = cost.pool_cycles(self.hw, dtype.itemsize, c, hin, win, hout, wout, kh, kw)
         first_h = [(o * sh - pt, o * sh - pt + kh) for o in (0, hout - 1)]
         first_w = [(o * sw - pl, o * sw - pl + kw) for o in (0, wout - 1)]
         if any(hi <= 0 or lo >= hin for lo, hi in first_h) or \

@@ -38,11 +38,15 @@ OP_SCHEMA: dict[str, dict[str, Any]] = {
 KNOWN_OPS = tuple(OP_SCHEMA)
 # Hardware parameters, documented with their reasoning in docs/npu_isa.md.
 _REQUIRED_HARDWARE = ("mac_array", "macs_per_cycle", "clock_mhz", "sram_bytes", "sram_banks",
-                      "dma_bytes_per_cycle", "dma_setup_cycles", "issue_cycles",
-                      "vector_lanes", "mac_pipeline_cycles")
+                      "dma_bytes_per_cycle", "dma_setup_cycles", "dram_burst_bytes",
+                      "issue_cycles", "vector_lanes", "mac_pipeline_cycles",
+                      "mac_weight_rows_per_cycle", "sram_read_bytes_per_cycle")
 _POSITIVE_HARDWARE = ("clock_mhz", "sram_bytes", "sram_banks", "dma_bytes_per_cycle",
-                      "vector_lanes")
+                      "dram_burst_bytes", "vector_lanes", "mac_weight_rows_per_cycle",
+                      "sram_read_bytes_per_cycle")
 _COUNT_HARDWARE = ("dma_setup_cycles", "issue_cycles", "mac_pipeline_cycles")
+# whole numbers: every parameter but the clock (which may be fractional MHz)
+_WHOLE_HARDWARE = _COUNT_HARDWARE + tuple(k for k in _POSITIVE_HARDWARE if k != "clock_mhz")
 
 
 def _freeze(value: Any) -> Any:
@@ -102,7 +106,8 @@ class AcceleratorSpec:
         (``"cruise_npu"``).
     hardware : Mapping
         ``mac_array`` [rows, cols], ``clock_mhz``, ``sram_bytes``, ``dma_bytes_per_cycle``
-        and any later fields (the simulator reads them).
+        and the other cycle-model parameters of docs/npu_isa.md (``npu/cost.py`` reads
+        them).
     dtypes : Mapping
         Data types the MAC array computes, with their accumulator type.
     ops : Mapping
@@ -157,8 +162,7 @@ class AcceleratorSpec:
             v = self.hardware[k]
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
                 raise SpecError(f"{where}: hardware.{k} must be a positive number, got {v!r}")
-        for k in _COUNT_HARDWARE + ("sram_bytes", "sram_banks", "dma_bytes_per_cycle",
-                                    "vector_lanes"):
+        for k in _WHOLE_HARDWARE:
             v = self.hardware[k]
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 raise SpecError(f"{where}: hardware.{k} must be a whole number, got {v!r}")
