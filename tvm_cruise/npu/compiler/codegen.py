@@ -24,32 +24,6 @@ from ..program import Program, ProgramBuilder
 from .resize import interpolation_matrix
 
 
-class SramAllocator:
-    """Bump allocator over the spec's SRAM, reset per layer; ping-pong pairs go to
-    different banks when they fit (a DMA and a compute touching one bank stall)."""
-
-    def __init__(self, spec: AcceleratorSpec, bank_aware: bool = True):
-        self.size = spec.hardware["sram_bytes"]
-        self.bank = self.size // spec.hardware["sram_banks"]
-        self.bank_aware = bank_aware
-        self.top = 0
-
-    def alloc(self, nbytes: int, what: str) -> int:
-        addr = -(-self.top // T.ALIGN) * T.ALIGN
-        if addr + nbytes > self.size:
-            raise BuildError(f"NPU compiler: {what} ({nbytes} B) does not fit the SRAM "
-                             f"({self.top} of {self.size} B used); this is a tiling bug")
-        self.top = addr + nbytes
-        return addr
-
-    def pair(self, nbytes: int, what: str) -> tuple[int, int]:
-        first = self.alloc(nbytes, what)
-        nxt = -(-self.top // self.bank) * self.bank
-        if self.bank_aware and nxt + nbytes <= self.size and nbytes <= self.bank:
-            self.top = nxt  # next bank boundary
-        return first, self.alloc(nbytes, what)
-
-
 @dataclass
 class Step:
     loads: list[Callable[[], None]] = field(default_factory=list)
@@ -171,17 +145,8 @@ class Emitter:
         return self._zero[length]
 
     def layout(self, requests) -> dict:
-        """SRAM addresses for ``[(name, bytes, paired)]``: ping-pong pairs in separate banks
-        when everything still fits, else packed contiguously."""
-        for bank_aware in (True, False):
-            alloc = SramAllocator(self.spec, bank_aware)
-            try:
-                return {name: (alloc.pair(n, name) if paired else alloc.alloc(n, name))
-                        for name, n, paired in requests if n > 0}
-            except BuildError:
-                if not bank_aware:
-                    raise
-        raise AssertionError("unreachable")
+        """SRAM addresses for ``[(name, bytes, paired)]`` (``tiling.layout``)."""
+        return T.layout(self.spec, requests)
 
     def move_buffers(self, nbytes: int, what: str) -> tuple[int, int, int]:
         """Three buffers for steps that only move data (DMA in, DMA out of one buffer): the
@@ -250,18 +215,10 @@ class Emitter:
     # -- MAC layers: shapes, tilings, and what convolutions and matrix products share -----
     def _conv_shape(self, layer: Layer) -> T.ConvShape:
         """The conv's geometry; a grouped conv's channels are per group."""
-        x = layer.inputs[0]
-        batch, cin, h, w = x.shape
-        _, cout, hout, wout = layer.output.shape
-        depthwise = layer.kind == "depthwise_conv2d"
-        groups = 1 if depthwise else int(layer.attrs.get("groups", 1))
-        kh, kw = layer.weight.shape[-2:]
-        sh, sw = layer.attrs["strides"]
-        dh, dw = layer.attrs["dilation"]
-        return T.ConvShape(cin // groups, cout // groups, h, w, hout, wout, kh, kw, sh, sw, dh,
-                           dw, tuple(layer.attrs["padding"]), depthwise,
-                           layer.residual is not None, layer.bias is not None, self.elem,
-                           self.dtype, groups, batch)
+        return T.conv_shape(layer.inputs[0].shape, layer.weight.shape, layer.output.shape,
+                            layer.attrs["strides"], layer.attrs["padding"],
+                            layer.attrs["dilation"], int(layer.attrs.get("groups", 1)),
+                            self.dtype, layer.bias is not None, layer.residual is not None)
 
     def _gemm_shape(self, layer: Layer) -> T.GemmShape:
         a = layer.inputs[0].shape
@@ -307,15 +264,8 @@ class Emitter:
         per-channel constants. ``operands`` names the streamed tiles and their keys in
         ``need``, weight side first: conv ``(("weights", "w"), ("input tiles", "in"))``
         (the names are what an SRAM overflow reports)."""
-        (w_name, w_key), (in_name, in_key) = operands
-        addr = self.layout([("bias", need["bias"], False),
-                            ("scalars", need.get("scalars", 0), False),
-                            (w_name, need[w_key] if resident else need[w_key] // 2,
-                             not resident),
-                            (in_name, need[in_key] // 2, True),
-                            ("accumulators", need["acc"], False),
-                            ("output tiles", need["out"] // 2, True),
-                            ("residual tiles", need.get("res", 0) // 2, True)])
+        (w_name, _), (in_name, _) = operands
+        addr = self.layout(T.mac_buffers(need, resident, operands))
         return MacPlan(layer, resident, weights, self._channel_params(index, layer, channels),
                        addr.get("bias"), addr.get("scalars"),
                        (addr[w_name],) if resident else addr[w_name], addr[in_name],
@@ -429,7 +379,7 @@ class Emitter:
         weights = self._pack_weights(index, _conv_weight_blocks(
             layer.weight.astype(self.dtype), s, oc_blocks, ic_blocks))
         plan = self._mac_plan(index, layer, need, t.resident, weights,
-                              (("weights", "w"), ("input tiles", "in")), s.cout * s.groups)
+                              T.CONV_OPERANDS, s.cout * s.groups)
         x_t, y_t = self.tid(layer.inputs[0]), self.tid(layer.output)
         r_t = self.tid(layer.residual) if layer.residual else None
         # zero padding: columns stay zero from this fill; rows come from a zero vector
@@ -544,7 +494,7 @@ class Emitter:
                                                  for ki, (k0, kn) in enumerate(k_blocks)))
         io = (a_t, self.tid(b_val) if weight is None else weights.tensor, y_t)  # DRAM A, B, Y
         plan = self._mac_plan(index, layer, T.gemm_sram(s, t), t.resident and weight is not None,
-                              weights, (("B", "b"), ("A tiles", "a")), s.n)
+                              weights, T.GEMM_OPERANDS, s.n)
         tiles = [GemmTile(bi, ni, n0, nn, m0, mm) for bi in range(s.batch)
                  for ni, (n0, nn) in enumerate(n_blocks) for m0, mm in _blocks(s.m, t.rows)]
         steps = self._mac_steps(tiles, k_blocks, lambda tile, kj, sbuf, tbuf: self._gemm_step(

@@ -22,39 +22,14 @@ def _probe(spec: AcceleratorSpec, layer: Layer):
                                layer.output.dtype))
 
 
-def _groups(spec: AcceleratorSpec, layer: Layer):
-    """Candidate tilings grouped like the heuristic's search: most rows first."""
-    _, shape, sram = _probe(spec, layer).problem(layer)
-    rows_arr, cols = spec.hardware["mac_array"]
-    if layer.kind in ("conv2d", "depthwise_conv2d"):
-        channels, rows, reductions = shape.cout, shape.hout, \
-            ([shape.cin] if shape.depthwise else T._candidates(shape.cin, rows_arr))
-        residency = (True, False)
-    else:
-        channels, rows, reductions = shape.n, shape.m, T._candidates(shape.k, rows_arr)
-        residency = (True, False) if shape.const_b else (False,)
-    for oc in T._candidates(channels, cols):
-        for ic in reductions:
-            for resident in residency:
-                yield [T.Tiling(oc, r, ic, resident) for r in T._row_candidates(rows)], sram
-
-
 def candidates(spec: AcceleratorSpec, layer: Layer, per_group: int = 3) -> list:
     """Feasible tilings: per (channel block, reduction block, residency), the largest
-    row counts that fit (``per_group`` of them, halving)."""
-    budget = spec.hardware["sram_bytes"]
-    out = []
-    for group, sram in _groups(spec, layer):
-        fits = [t for t in group if sum(sram(t).values()) <= budget]
-        picked, rows = [], None
-        for t in fits:
-            if rows is None or t.rows <= rows // 2 or t is fits[-1]:
-                picked.append(t)
-                rows = t.rows
-            if len(picked) == per_group:
-                break
-        out.extend(picked)
-    return list(dict.fromkeys(out))
+    row counts that fit (``per_group`` of them, halving): ``tiling.shortlist``, the list
+    the heuristic ranks by its estimate."""
+    _, shape, sram = _probe(spec, layer).problem(layer)
+    groups = T.conv_groups(spec, shape) if isinstance(shape, T.ConvShape) else \
+        T.gemm_groups(spec, shape)
+    return T.shortlist(groups, sram, spec.hardware["sram_bytes"], per_group)
 
 
 def layer_cycles(spec: AcceleratorSpec, layer: Layer, tiling) -> int:

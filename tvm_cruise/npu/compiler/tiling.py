@@ -1,9 +1,13 @@
-"""Tile choices for the NPU compiler: explicit parameters, a heuristic, and their costs.
+"""Tile choices for the NPU compiler: the SRAM model, the candidate tilings, the heuristic.
 
 Every MAC layer has a tiling (how many output channels, output rows or matrix rows, and
-reduction channels one step computes, and whether all weights stay in SRAM). ``choose``
-picks the feasible tiling with the lowest estimated cycles under the spec's cycle model
-(docs/npu_isa.md); a caller (the autotuner) may pass its own per layer instead.
+reduction channels one step computes, and whether all weights stay in SRAM). This module
+is the one SRAM model: ``conv_sram`` / ``gemm_sram`` are the exact buffers codegen
+allocates (padded input width, 64-B alignment, double buffering) and ``layout`` places
+them; the offload rule ``conv2d-sram`` asks ``smallest_conv`` whether any tiling fits.
+``choose_conv`` / ``choose_gemm`` rank the candidate tilings by ``estimate.py`` (the
+instructions codegen emits, priced by the simulator's own cycle model) and keep the
+fastest; a caller (the autotuner) may pass its own per layer instead.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
+from ...errors import BuildError
 from ...targets.spec import AcceleratorSpec
 
 ACC = 4   # fp32 / int32 accumulators
@@ -54,6 +61,91 @@ def _row_candidates(total: int) -> list[int]:
     return sorted(rows, reverse=True)
 
 
+# -- SRAM layout ------------------------------------------------------------------------------
+class SramAllocator:
+    """Bump allocator over the spec's SRAM, reset per layer; ping-pong pairs go to
+    different banks when they fit (a DMA and a compute touching one bank stall)."""
+
+    def __init__(self, spec: AcceleratorSpec, bank_aware: bool = True):
+        self.size = spec.hardware["sram_bytes"]
+        self.bank = self.size // spec.hardware["sram_banks"]
+        self.bank_aware = bank_aware
+        self.top = 0
+
+    def alloc(self, nbytes: int, what: str) -> int:
+        addr = -(-self.top // ALIGN) * ALIGN
+        if addr + nbytes > self.size:
+            raise BuildError(f"NPU compiler: {what} ({nbytes} B) does not fit the SRAM "
+                             f"({self.top} of {self.size} B used); this is a tiling bug")
+        self.top = addr + nbytes
+        return addr
+
+    def pair(self, nbytes: int, what: str) -> tuple[int, int]:
+        first = self.alloc(nbytes, what)
+        nxt = -(-self.top // self.bank) * self.bank
+        if self.bank_aware and nxt + nbytes <= self.size and nbytes <= self.bank:
+            self.top = nxt  # next bank boundary
+        return first, self.alloc(nbytes, what)
+
+
+def layout(spec: AcceleratorSpec, requests) -> dict:
+    """SRAM addresses for ``[(name, bytes, paired)]``: ping-pong pairs in separate banks
+    when everything still fits, else packed contiguously (64-B aligned either way)."""
+    for bank_aware in (True, False):
+        alloc = SramAllocator(spec, bank_aware)
+        try:
+            return {name: (alloc.pair(n, name) if paired else alloc.alloc(n, name))
+                    for name, n, paired in requests if n > 0}
+        except BuildError:
+            if not bank_aware:
+                raise
+    raise AssertionError("unreachable")
+
+
+CONV_OPERANDS = (("weights", "w"), ("input tiles", "in"))
+GEMM_OPERANDS = (("B", "b"), ("A tiles", "a"))
+
+
+def mac_buffers(need: dict, resident: bool, operands) -> list:
+    """A MAC layer's ``layout`` requests, in codegen's order, from its ``need``
+    (``conv_sram`` / ``gemm_sram``). ``operands`` names the streamed tiles and their keys in
+    ``need``, weight side first (``CONV_OPERANDS``, ``GEMM_OPERANDS``)."""
+    (w_name, w_key), (in_name, in_key) = operands
+    return [("bias", need["bias"], False),
+            ("scalars", need.get("scalars", 0), False),
+            (w_name, need[w_key] if resident else need[w_key] // 2, not resident),
+            (in_name, need[in_key] // 2, True),
+            ("accumulators", need["acc"], False),
+            ("output tiles", need["out"] // 2, True),
+            ("residual tiles", need.get("res", 0) // 2, True)]
+
+
+def shortlist(groups, sram, budget: int, per_group: int = 3) -> list:
+    """Feasible tilings: per group (tilings that differ only in rows, most rows first), the
+    largest row counts that fit, ``per_group`` of them, halving (the last the smallest)."""
+    out = []
+    for group in groups:
+        fits = [t for t in group if sum(sram(t).values()) <= budget]
+        picked, rows = [], None
+        for t in fits:
+            if rows is None or t.rows <= rows // 2 or t is fits[-1]:
+                picked.append(t)
+                rows = t.rows
+            if len(picked) == per_group:
+                break
+        out.extend(picked)
+    return list(dict.fromkeys(out))
+
+
+def _fastest(spec: AcceleratorSpec, options: list, estimate) -> Tiling | None:
+    best, best_cycles = None, math.inf
+    for t in options:
+        cycles = estimate(spec, t)
+        if cycles < best_cycles:
+            best, best_cycles = t, cycles
+    return best
+
+
 # -- convolutions ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ConvShape:
@@ -91,6 +183,9 @@ class ConvShape:
 
 
 def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
+    """Bytes of each SRAM buffer codegen allocates for conv ``s`` tiled ``t``: input rows
+    at the padded width, weights (all, or a double-buffered block), accumulators, output
+    (and residual) tiles double-buffered, per-channel constants; each 64-B aligned."""
     ic = t.oc if s.depthwise else t.ic
     w_block = (t.oc * s.kh * s.kw if s.depthwise else t.oc * ic * s.kh * s.kw) * s.elem
     w_all = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem \
@@ -110,55 +205,50 @@ def conv_sram(s: ConvShape, t: Tiling) -> dict[str, int]:
     return need
 
 
-def conv_cost(spec: AcceleratorSpec, s: ConvShape, t: Tiling) -> float:
-    """Estimated cycles: max(compute, DMA) plus what cannot overlap (fills, epilogues)."""
-    hw = spec.hardware
-    rows_arr, cols = hw["mac_array"]
-    rate = (rows_arr * cols) // hw["macs_per_cycle"][s.dtype]
-    n_oc = math.ceil(s.cout / t.oc)
-    n_rows = math.ceil(s.hout / t.rows)
-    ic = t.oc if s.depthwise else t.ic
-    n_ic = 1 if s.depthwise else math.ceil(s.cin / ic)
-    red = s.kh * s.kw if s.depthwise else ic * s.kh * s.kw
-    passes = math.ceil(red / rows_arr) * math.ceil(t.oc / cols)
-    jobs = s.jobs
-    conv = jobs * n_oc * n_rows * n_ic * (passes * t.rows * s.wout * rate
-                                          + hw["mac_pipeline_cycles"])
-    epi = jobs * n_oc * n_rows * math.ceil(t.oc * t.rows * s.wout / hw["vector_lanes"])
-    in_bytes = jobs * n_oc * n_rows * n_ic * ic * s.rows_in(t.rows) * s.w * s.elem
-    w_total = (s.cout * s.kh * s.kw if s.depthwise else s.cout * s.cin * s.kh * s.kw) * s.elem
-    w_bytes = (w_total if t.resident else w_total * n_rows) * s.groups
-    out_bytes = jobs * s.cout * s.hout * s.wout * s.elem * (2 if s.residual else 1)
-    steps = jobs * n_oc * n_rows * n_ic
-    dma = (in_bytes + w_bytes + out_bytes) / hw["dma_bytes_per_cycle"] + \
-        hw["dma_setup_cycles"] * steps * 3
-    issue = hw["issue_cycles"] * steps * 6
-    return max(conv + epi, dma) + issue + hw["dma_setup_cycles"] * 2
+def conv_groups(spec: AcceleratorSpec, s: ConvShape):
+    """Candidate conv tilings grouped by (channel block, reduction block, residency), each
+    group most rows first: channel blocks are multiples of the array's columns, reduction
+    blocks of its rows (or the whole extent)."""
+    rows_arr, cols = spec.hardware["mac_array"]
+    ic_options = [s.cin] if s.depthwise else _candidates(s.cin, rows_arr)
+    return [[Tiling(oc, rows, ic, resident) for rows in _row_candidates(s.hout)]
+            for oc in _candidates(s.cout, cols) for ic in ic_options
+            for resident in (True, False)]
 
 
-def _best(spec: AcceleratorSpec, groups, sram, cost) -> Tiling | None:
-    """The cheapest tiling that fits the SRAM. Each group lists tilings that differ only
-    in rows, most rows first: the first that fits is the group's best (fewer rows only add
-    per-step overheads)."""
-    budget = spec.hardware["sram_bytes"]
-    best, best_cost = None, math.inf
-    for group in groups:
-        for t in group:
-            if sum(sram(t).values()) <= budget:
-                c = cost(t)
-                if c < best_cost:
-                    best, best_cost = t, c
-                break
-    return best
+def smallest_conv(spec: AcceleratorSpec, s: ConvShape) -> tuple[Tiling, int]:
+    """The candidate tiling needing the least SRAM, and its bytes: one output row of the
+    smallest channel and reduction blocks, with or without resident weights. No tiling
+    fits when this one does not (what the offload rule ``conv2d-sram`` asks)."""
+    options = [group[-1] for group in conv_groups(spec, s)]
+    needs = [sum(conv_sram(s, t).values()) for t in options]
+    i = int(np.argmin(needs))
+    return options[i], needs[i]
 
 
 def choose_conv(spec: AcceleratorSpec, s: ConvShape) -> Tiling | None:
-    rows_arr, cols = spec.hardware["mac_array"]
-    ic_options = [s.cin] if s.depthwise else _candidates(s.cin, rows_arr)
-    groups = ([Tiling(oc, rows, ic, resident) for rows in _row_candidates(s.hout)]
-              for oc in _candidates(s.cout, cols) for ic in ic_options
-              for resident in (True, False))
-    return _best(spec, groups, lambda t: conv_sram(s, t), lambda t: conv_cost(spec, s, t))
+    """The fastest shortlisted tiling by the estimate, or None when none fits the SRAM."""
+    from .estimate import conv_estimate
+
+    options = shortlist(conv_groups(spec, s), lambda t: conv_sram(s, t),
+                        spec.hardware["sram_bytes"])
+    return _fastest(spec, options, lambda sp, t: conv_estimate(sp, s, t))
+
+
+def conv_shape(in_shape, w_shape, out_shape, strides, padding, dilation, groups: int,
+               dtype: str, bias: bool, residual: bool) -> ConvShape:
+    """The geometry codegen tiles for an NCHW conv (``w_shape[-2:]`` is the kernel): one
+    filter per channel (groups = in = out channels) is depthwise; other groups are jobs
+    with per-group channels."""
+    batch, cin, h, w = in_shape
+    cout, hout, wout = out_shape[1:]
+    depthwise = groups > 1 and groups == cin == cout
+    g = 1 if depthwise else groups
+    kh, kw = w_shape[-2:]
+    (sh, sw), (dh, dw) = strides, dilation
+    return ConvShape(cin // g, cout // g, h, w, hout, wout, kh, kw, sh, sw, dh, dw,
+                     tuple(padding), depthwise, residual, bias, np.dtype(dtype).itemsize,
+                     dtype, g, batch)
 
 
 # -- matrix products -----------------------------------------------------------------------------
@@ -175,6 +265,7 @@ class GemmShape:
 
 
 def gemm_sram(s: GemmShape, t: Tiling) -> dict[str, int]:
+    """Bytes of each SRAM buffer codegen allocates for product ``s`` tiled ``t``."""
     return {
         "a": 2 * _a(t.rows * t.ic * s.elem),
         "b": _a(s.k * s.n * s.elem) if (t.resident and s.const_b) else 2 * _a(t.ic * t.oc * s.elem),
@@ -185,26 +276,18 @@ def gemm_sram(s: GemmShape, t: Tiling) -> dict[str, int]:
     }
 
 
-def gemm_cost(spec: AcceleratorSpec, s: GemmShape, t: Tiling) -> float:
-    hw = spec.hardware
-    rows_arr, cols = hw["mac_array"]
-    rate = (rows_arr * cols) // hw["macs_per_cycle"][s.dtype]
-    n_n, n_m, n_k = math.ceil(s.n / t.oc), math.ceil(s.m / t.rows), math.ceil(s.k / t.ic)
-    steps = s.batch * n_n * n_m * n_k
-    mac = steps * (math.ceil(t.ic / rows_arr) * math.ceil(t.oc / cols) * t.rows * rate
-                   + hw["mac_pipeline_cycles"])
-    epi = s.batch * n_n * n_m * math.ceil(t.rows * t.oc / hw["vector_lanes"])
-    a_bytes = s.batch * n_n * s.m * s.k * s.elem
-    b_total = s.k * s.n * s.elem
-    b_bytes = b_total if (t.resident and s.const_b) else s.batch * n_m * b_total
-    dma = (a_bytes + b_bytes + s.batch * s.m * s.n * s.elem) / hw["dma_bytes_per_cycle"] + \
-        hw["dma_setup_cycles"] * steps * 3
-    return max(mac + epi, dma) + hw["issue_cycles"] * steps * 6
+def gemm_groups(spec: AcceleratorSpec, s: GemmShape):
+    """Candidate product tilings grouped like ``conv_groups`` (column blocks of ``n``,
+    reduction blocks of ``k``, residency of a constant ``B``), most rows of ``m`` first."""
+    rows_arr, cols = spec.hardware["mac_array"]
+    return [[Tiling(n, m, k, resident) for m in _row_candidates(s.m)]
+            for n in _candidates(s.n, cols) for k in _candidates(s.k, rows_arr)
+            for resident in ((True, False) if s.const_b else (False,))]
 
 
 def choose_gemm(spec: AcceleratorSpec, s: GemmShape) -> Tiling | None:
-    rows_arr, cols = spec.hardware["mac_array"]
-    groups = ([Tiling(n, m, k, resident) for m in _row_candidates(s.m)]
-              for n in _candidates(s.n, cols) for k in _candidates(s.k, rows_arr)
-              for resident in ((True, False) if s.const_b else (False,)))
-    return _best(spec, groups, lambda t: gemm_sram(s, t), lambda t: gemm_cost(spec, s, t))
+    from .estimate import gemm_estimate
+
+    options = shortlist(gemm_groups(spec, s), lambda t: gemm_sram(s, t),
+                        spec.hardware["sram_bytes"])
+    return _fastest(spec, options, lambda sp, t: gemm_estimate(sp, s, t))
