@@ -199,7 +199,8 @@ NEGATIVE = [
          "relax.nn.conv2d", "test-npu: depthwise conv2d is not supported"),
     _neg("conv2d-sram", "cruise-npu-lite",
          lambda: graph([(1, 16, 4, 8192)], lambda e, x: conv(x, 16, 16)),
-         "relax.nn.conv2d", "cruise-npu-lite: conv2d smallest tile needs"),
+         "relax.nn.conv2d", "cruise-npu-lite: conv2d smallest tiling (16 output channels, 1 output "
+         "row, 16 input channels, weights resident) needs"),
     _neg("dense-rank", "cruise-npu-lite",
          lambda: graph([(2, 8, 16)], lambda e, x: relax.op.matmul(x, const((16, 8)))),
          "relax.matmul", "cruise-npu-lite: dense on a rank-3 input is not supported (at most "

@@ -29,7 +29,8 @@ from tvm.relax.transform import FusionPattern
 
 from ..targets.spec import AcceleratorSpec
 from . import optable
-from .rules import broadcast_kind, is_constant, op_row, static_shape, violations
+from .rules import (broadcast_kind, conv2d_fits, is_constant, op_row, static_shape,
+                    violations)
 
 # The precision policy of the partition in progress (patterns registered with TVM are
 # global; their checks read the policy from here, fp16 when used outside tvm-cruise).
@@ -174,7 +175,9 @@ def _conv_check(spec, row, bias, residual, with_act):
             prev = r
         if with_act:
             calls.append(ann["act"])
-        return _ok(spec, *calls)
+        # the fused epilogue's buffers must fit too, else a shorter pattern takes the conv
+        return _ok(spec, *calls) and conv2d_fits(spec, conv, ACTIVE_PRECISION.get(), bias,
+                                                 residual)
 
     return check
 

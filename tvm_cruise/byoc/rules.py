@@ -52,8 +52,9 @@ RULES = {r.id: r for r in (
     Rule("conv2d-groups", "{acc}: grouped conv2d (groups={groups}) is not supported (groups=1 "
                           "or depthwise only)"),
     Rule("conv2d-depthwise", "{acc}: depthwise conv2d is not supported"),
-    Rule("conv2d-sram", "{acc}: conv2d smallest tile needs {need} B of SRAM (one output row, "
-                        "double-buffered) but the SRAM has {sram} B"),
+    Rule("conv2d-sram", "{acc}: conv2d smallest tiling ({tiling}) needs {need} B of SRAM "
+                        "(input rows at the padded width, weights, accumulators and output "
+                        "tiles as the NPU compiler allocates them) but the SRAM has {sram} B"),
     Rule("dense-rank", "{acc}: dense on a rank-{rank} input is not supported (at most rank "
                        "{limit})"),
     Rule("matmul-activations", "{acc}: matmul of two activations is not supported (only dense "
@@ -241,10 +242,12 @@ def _conv2d(spec, call, limits, add, precision):
             add("conv2d-depthwise")
     elif groups > 1 and not limits["grouped"]:
         add("conv2d-groups", groups=groups)
-    need = conv2d_min_tile_bytes(spec, in_shape, w_shape, out_shape, kernel, dilation,
-                                 DTYPE_BYTES[accel_dtype("float32", precision)])
-    if need > spec.hardware["sram_bytes"]:
-        add("conv2d-sram", need=need, sram=spec.hardware["sram_bytes"])
+    smallest = conv2d_smallest_tiling(spec, call, precision)
+    if smallest is not None and smallest[1] > spec.hardware["sram_bytes"]:
+        t, need = smallest
+        add("conv2d-sram", tiling=f"{t.oc} output channels, {t.rows} output row, {t.ic} "
+            f"input channels, weights {'resident' if t.resident else 'streamed'}", need=need,
+            sram=spec.hardware["sram_bytes"])
 
 
 def is_depthwise(call) -> bool:
@@ -253,21 +256,32 @@ def is_depthwise(call) -> bool:
     return groups > 1 and in_shape is not None and groups == in_shape[1]
 
 
-def conv2d_min_tile_bytes(spec, in_shape, w_shape, out_shape, kernel, dilation,
-                          elem: int) -> int:
-    """SRAM for the smallest legal conv tile: one output row of one output-channel block.
-
-    Input rows for that row (all columns, one input-channel block), the weight block and
-    the output row's fp32/int32 accumulators; input and weights double-buffered. Tiling
-    over rows, channel blocks and the reduction makes every larger tensor fit.
+def conv2d_smallest_tiling(spec, call, precision: str, bias: bool = False,
+                           residual: bool = False):
+    """``(tiling, bytes)``: of the NPU compiler's tilings of this conv (with a fused bias /
+    residual epilogue or without), the one needing the least SRAM, by the compiler's own
+    SRAM model (``npu.compiler.tiling``); None when its dtype or shapes are not the
+    accelerator's (other rules say why). The conv fits no tiling when this one does not.
     """
-    rows, cols = spec.hardware["mac_array"]
-    cin_block, cout_block = min(w_shape[1], rows), min(w_shape[0], cols)
-    span_h = (kernel[0] - 1) * dilation[0] + 1
-    in_row = span_h * in_shape[3] * cin_block * elem
-    weights = cout_block * cin_block * kernel[0] * kernel[1] * elem
-    acc = out_shape[3] * cout_block * 4
-    return 2 * (in_row + weights) + acc
+    from ..npu.compiler import tiling  # the compiler's package imports this module
+
+    dtype = accel_dtype("float32", precision)
+    shapes = [static_shape(call.args[0].ty), static_shape(call.args[1].ty),
+              static_shape(call.ty)]
+    if dtype not in spec.dtypes or any(s is None or len(s) != 4 for s in shapes):
+        return None
+    a = call.attrs
+    shape = tiling.conv_shape(*shapes, [int(v) for v in a.strides],
+                              [int(v) for v in a.padding], [int(v) for v in a.dilation],
+                              int(a.groups), dtype, bias, residual)
+    return tiling.smallest_conv(spec, shape)
+
+
+def conv2d_fits(spec, call, precision: str, bias: bool, residual: bool) -> bool:
+    """Whether the conv with this fused epilogue has a tiling that fits the SRAM (a fused
+    residual adds two tiles: a pattern that does not fit leaves the add unfused)."""
+    smallest = conv2d_smallest_tiling(spec, call, precision, bias, residual)
+    return smallest is None or smallest[1] <= spec.hardware["sram_bytes"]
 
 
 def _dense(spec, call, limits, add, precision):

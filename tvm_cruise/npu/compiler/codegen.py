@@ -215,10 +215,12 @@ class Emitter:
     # -- MAC layers: shapes, tilings, and what convolutions and matrix products share -----
     def _conv_shape(self, layer: Layer) -> T.ConvShape:
         """The conv's geometry; a grouped conv's channels are per group."""
+        q = layer.requant
         return T.conv_shape(layer.inputs[0].shape, layer.weight.shape, layer.output.shape,
                             layer.attrs["strides"], layer.attrs["padding"],
                             layer.attrs["dilation"], int(layer.attrs.get("groups", 1)),
-                            self.dtype, layer.bias is not None, layer.residual is not None)
+                            self.dtype, layer.bias is not None, layer.residual is not None,
+                            (q.lo > -128) + (q.hi < 127) if q is not None else 0)
 
     def _gemm_shape(self, layer: Layer) -> T.GemmShape:
         a = layer.inputs[0].shape

@@ -5,9 +5,8 @@ per tile step (the same boxes, tile sizes, flags and SRAM buffers from ``tiling.
 prices each with the simulator's own functions (``npu/cost.py``) and schedules them on the
 same ``Timeline`` (issue, SYNC barriers, bank conflicts) in the order of
 ``Emitter.pipeline``. It skips what the simulator does besides timing (bounds, hazards,
-arithmetic) and assumes, for an int8 residual, one clamp after the add (a relu's; the
-activation may need none or two). ``tests/test_tiling_model.py`` bounds its difference
-from the simulated cycles of the one-layer program.
+arithmetic). ``tests/test_tiling_model.py`` bounds its difference from the simulated
+cycles of the one-layer program.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ class _Items:
     def epilogue(self, s, acc, out, params, channels, c0, cn, pixels, residual=None,
                  scalars=None) -> list:
         """``Emitter._epilogue_step``: EPILOGUE (fp16) or REQUANT (int8; with a residual,
-        its rescale, add and one clamp) of a ``cn`` x ``pixels`` tile."""
+        its rescale, the add and the activation's clamps) of a ``cn`` x ``pixels`` tile."""
         hw, n = self.hw, cn * pixels
         if s.dtype != "int8":
             bias = (params + c0 * 4, cn * 4) if params is not None else (0, 0)
@@ -68,10 +67,20 @@ class _Items:
             items += [self.compute(eltwise_cycles(hw, 1, cn, pixels, 2), (residual, n),
                                    (scalars, 1)),
                       self.compute(eltwise_cycles(hw, 1, cn, pixels, 0), (out, n),
-                                   (residual, n)),
-                      self.compute(eltwise_cycles(hw, 1, cn, pixels, 2), (out, n),
-                                   (scalars + 1, 1))]
+                                   (residual, n))]
+            items += [self.compute(eltwise_cycles(hw, 1, cn, pixels, 2), (out, n),
+                                   (scalars + 1 + i, 1)) for i in range(s.clamps)]
         return items
+
+
+def _epilogue_cycles(hw, s, cn: int, pixels: int, residual: bool) -> int:
+    """The compute cycles of ``_Items.epilogue`` (for the lower bounds)."""
+    if s.dtype != "int8":
+        return epilogue_cycles(hw, cn, pixels, s.bias, residual)
+    out = requant_cycles(hw, cn, pixels, s.bias)
+    if residual:
+        out += (2 + s.clamps) * eltwise_cycles(hw, 1, cn, pixels, 2)
+    return out
 
 
 def _replay(hw, prologue, steps, pre) -> int:
@@ -204,6 +213,39 @@ def conv_estimate(spec, s: T.ConvShape, t: T.Tiling) -> int:
     count = need["in"] // 2 // e
     fills = [it.compute(fill_cycles(hw, count), (buf, count * e)) for buf in in_bufs]
     return _replay(hw, fills, steps, pre)
+
+
+def conv_bound(spec, s: T.ConvShape, t: T.Tiling) -> int:
+    """A lower bound of ``conv_estimate``, cheap: the compute engine runs its instructions
+    one after another, so the layer takes at least their sum."""
+    hw, e = spec.hardware, s.elem
+    rows_in, pixels = s.rows_in(t.rows), t.rows * s.wout
+    n_rows = -(-s.hout // t.rows)
+    ic_blocks = [min(t.ic, s.cin - c) for c in range(0, s.cin, t.ic)]
+    total = 0
+    for on in (min(t.oc, s.cout - c) for c in range(0, s.cout, t.oc)):
+        if s.depthwise:
+            mac = dwconv_cycles(hw, s.dtype, e, on, rows_in, s.wp, t.rows, s.wout, s.kh,
+                                s.kw, False)
+        else:
+            mac = sum(conv_cycles(hw, s.dtype, e, inn, rows_in, s.wp, on, t.rows, s.wout,
+                                  s.kh, s.kw, ki > 0) for ki, inn in enumerate(ic_blocks))
+        total += n_rows * (mac + _epilogue_cycles(hw, s, on, pixels, s.residual))
+    count = T.conv_sram(s, t)["in"] // 2 // e
+    return s.jobs * total + 2 * fill_cycles(hw, count)
+
+
+def gemm_bound(spec, s: T.GemmShape, t: T.Tiling) -> int:
+    """A lower bound of ``gemm_estimate`` (the compute engine's sum)."""
+    hw, e = spec.hardware, s.elem
+    k_blocks = [min(t.ic, s.k - c) for c in range(0, s.k, t.ic)]
+    total = 0
+    for nn in (min(t.oc, s.n - c) for c in range(0, s.n, t.oc)):
+        for mm in (min(t.rows, s.m - c) for c in range(0, s.m, t.rows)):
+            total += sum(gemm_cycles(hw, s.dtype, e, mm, kn, nn, kj > 0)
+                         for kj, kn in enumerate(k_blocks))
+            total += _epilogue_cycles(hw, s, nn, mm, False)
+    return s.batch * total
 
 
 def gemm_estimate(spec, s: T.GemmShape, t: T.Tiling) -> int:

@@ -137,12 +137,18 @@ def shortlist(groups, sram, budget: int, per_group: int = 3) -> list:
     return list(dict.fromkeys(out))
 
 
-def _fastest(spec: AcceleratorSpec, options: list, estimate) -> Tiling | None:
-    best, best_cycles = None, math.inf
-    for t in options:
-        cycles = estimate(spec, t)
-        if cycles < best_cycles:
-            best, best_cycles = t, cycles
+def _fastest(options: list, estimate, bound) -> Tiling | None:
+    """The option with the fewest estimated cycles (the first of equals). Options go in
+    the order of a cheap lower ``bound``; once the bound passes the best estimate, no later
+    option can win, and they are not estimated."""
+    bounds = [bound(t) for t in options]
+    best, best_key = None, (math.inf, 0)
+    for i in sorted(range(len(options)), key=lambda i: (bounds[i], i)):
+        if bounds[i] > best_key[0]:
+            break
+        key = (estimate(options[i]), i)
+        if key < best_key:
+            best, best_key = options[i], key
     return best
 
 
@@ -169,6 +175,7 @@ class ConvShape:
     dtype: str = "float16"
     groups: int = 1          # grouped conv: cin and cout above are per group
     batch: int = 1           # images: every group of every image is one job
+    clamps: int = 0          # int8 residual: ELTWISE max / min after the add (activation)
 
     @property
     def jobs(self) -> int:
@@ -228,15 +235,16 @@ def smallest_conv(spec: AcceleratorSpec, s: ConvShape) -> tuple[Tiling, int]:
 
 def choose_conv(spec: AcceleratorSpec, s: ConvShape) -> Tiling | None:
     """The fastest shortlisted tiling by the estimate, or None when none fits the SRAM."""
-    from .estimate import conv_estimate
+    from .estimate import conv_bound, conv_estimate
 
     options = shortlist(conv_groups(spec, s), lambda t: conv_sram(s, t),
                         spec.hardware["sram_bytes"])
-    return _fastest(spec, options, lambda sp, t: conv_estimate(sp, s, t))
+    return _fastest(options, lambda t: conv_estimate(spec, s, t),
+                    lambda t: conv_bound(spec, s, t))
 
 
 def conv_shape(in_shape, w_shape, out_shape, strides, padding, dilation, groups: int,
-               dtype: str, bias: bool, residual: bool) -> ConvShape:
+               dtype: str, bias: bool, residual: bool, clamps: int = 0) -> ConvShape:
     """The geometry codegen tiles for an NCHW conv (``w_shape[-2:]`` is the kernel): one
     filter per channel (groups = in = out channels) is depthwise; other groups are jobs
     with per-group channels."""
@@ -248,7 +256,7 @@ def conv_shape(in_shape, w_shape, out_shape, strides, padding, dilation, groups:
     (sh, sw), (dh, dw) = strides, dilation
     return ConvShape(cin // g, cout // g, h, w, hout, wout, kh, kw, sh, sw, dh, dw,
                      tuple(padding), depthwise, residual, bias, np.dtype(dtype).itemsize,
-                     dtype, g, batch)
+                     dtype, g, batch, clamps)
 
 
 # -- matrix products -----------------------------------------------------------------------------
@@ -286,8 +294,9 @@ def gemm_groups(spec: AcceleratorSpec, s: GemmShape):
 
 
 def choose_gemm(spec: AcceleratorSpec, s: GemmShape) -> Tiling | None:
-    from .estimate import gemm_estimate
+    from .estimate import gemm_bound, gemm_estimate
 
     options = shortlist(gemm_groups(spec, s), lambda t: gemm_sram(s, t),
                         spec.hardware["sram_bytes"])
-    return _fastest(spec, options, lambda sp, t: gemm_estimate(sp, s, t))
+    return _fastest(options, lambda t: gemm_estimate(spec, s, t),
+                    lambda t: gemm_bound(spec, s, t))
