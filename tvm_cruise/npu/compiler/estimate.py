@@ -11,6 +11,8 @@ cycles of the one-layer program.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from ..cost import (Timeline, conv_cycles, dma_cycles, dwconv_cycles, eltwise_cycles,
                     epilogue_cycles, fill_cycles, gemm_cycles, requant_cycles)
 from . import tiling as T
@@ -216,36 +218,60 @@ def conv_estimate(spec, s: T.ConvShape, t: T.Tiling) -> int:
 
 
 def conv_bound(spec, s: T.ConvShape, t: T.Tiling) -> int:
-    """A lower bound of ``conv_estimate``, cheap: the compute engine runs its instructions
-    one after another, so the layer takes at least their sum."""
+    """A lower bound of ``conv_estimate``, cheap: each engine runs its instructions one
+    after another, so the layer takes at least either engine's sum. (DMA: a step's input
+    rows priced as one box, never dearer than the boxes codegen splits them into.)"""
     hw, e = spec.hardware, s.elem
     rows_in, pixels = s.rows_in(t.rows), t.rows * s.wout
     n_rows = -(-s.hout // t.rows)
-    ic_blocks = [min(t.ic, s.cin - c) for c in range(0, s.cin, t.ic)]
-    total = 0
-    for on in (min(t.oc, s.cout - c) for c in range(0, s.cout, t.oc)):
+    ic_blocks = _sizes(s.cin, t.ic)
+    taps = s.kh * s.kw
+    compute = dma = 0
+    for on, n_oc in Counter(_sizes(s.cout, t.oc)).items():  # at most two block sizes
         if s.depthwise:
             mac = dwconv_cycles(hw, s.dtype, e, on, rows_in, s.wp, t.rows, s.wout, s.kh,
                                 s.kw, False)
+            loads = [(on, on * taps, 1)]
         else:
-            mac = sum(conv_cycles(hw, s.dtype, e, inn, rows_in, s.wp, on, t.rows, s.wout,
-                                  s.kh, s.kw, ki > 0) for ki, inn in enumerate(ic_blocks))
-        total += n_rows * (mac + _epilogue_cycles(hw, s, on, pixels, s.residual))
-    count = T.conv_sram(s, t)["in"] // 2 // e
-    return s.jobs * total + 2 * fill_cycles(hw, count)
+            mac = sum(n * conv_cycles(hw, s.dtype, e, inn, rows_in, s.wp, on, t.rows, s.wout,
+                                      s.kh, s.kw, acc)
+                      for (inn, acc), n in Counter((inn, ki > 0)
+                                                   for ki, inn in enumerate(ic_blocks)).items())
+            loads = [(inn, on * inn * taps, n) for inn, n in Counter(ic_blocks).items()]
+        compute += n_oc * n_rows * (mac + _epilogue_cycles(hw, s, on, pixels, s.residual))
+        tile = dma_cycles(hw, e, (on, t.rows, s.wout), (s.hout * s.wout, s.wout, 1),
+                          (t.rows * s.wout, s.wout, 1))
+        step = sum(n * (dma_cycles(hw, e, (chans, rows_in, s.w), (s.h * s.w, s.w, 1),
+                                   (rows_in * s.wp, s.wp, 1))
+                        + (0 if t.resident else dma_cycles(hw, e, (size,), (1,), (1,))))
+                   for chans, size, n in loads)
+        dma += n_oc * n_rows * (step + tile * (2 if s.residual else 1))
+    return s.jobs * max(compute, dma)
 
 
 def gemm_bound(spec, s: T.GemmShape, t: T.Tiling) -> int:
-    """A lower bound of ``gemm_estimate`` (the compute engine's sum)."""
+    """A lower bound of ``gemm_estimate``: either engine's sum (``conv_bound``)."""
     hw, e = spec.hardware, s.elem
-    k_blocks = [min(t.ic, s.k - c) for c in range(0, s.k, t.ic)]
-    total = 0
-    for nn in (min(t.oc, s.n - c) for c in range(0, s.n, t.oc)):
-        for mm in (min(t.rows, s.m - c) for c in range(0, s.m, t.rows)):
-            total += sum(gemm_cycles(hw, s.dtype, e, mm, kn, nn, kj > 0)
-                         for kj, kn in enumerate(k_blocks))
-            total += _epilogue_cycles(hw, s, nn, mm, False)
-    return s.batch * total
+    k_blocks = _sizes(s.k, t.ic)
+    streamed = not (t.resident and s.const_b)
+    compute = dma = 0
+    for (nn, mm), n in Counter((nn, mm) for nn in _sizes(s.n, t.oc)
+                               for mm in _sizes(s.m, t.rows)).items():
+        tile = sum(gemm_cycles(hw, s.dtype, e, mm, kn, nn, kj > 0)
+                   for kj, kn in enumerate(k_blocks))
+        compute += n * (tile + _epilogue_cycles(hw, s, nn, mm, False))
+        moves = dma_cycles(hw, e, (mm, nn), (s.n, 1), (nn, 1))
+        for kn in k_blocks:
+            moves += dma_cycles(hw, e, (mm, kn), (s.k, 1), (kn, 1))
+            if streamed:
+                moves += dma_cycles(hw, e, (kn, nn), (s.n, 1), (nn, 1)) if not s.const_b \
+                    else dma_cycles(hw, e, (kn * nn,), (1,), (1,))
+        dma += n * moves
+    return s.batch * max(compute, dma)
+
+
+def _sizes(total: int, block: int) -> list[int]:
+    return [min(block, total - c) for c in range(0, total, block)]
 
 
 def gemm_estimate(spec, s: T.GemmShape, t: T.Tiling) -> int:

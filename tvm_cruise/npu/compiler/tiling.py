@@ -137,6 +137,18 @@ def shortlist(groups, sram, budget: int, per_group: int = 3) -> list:
     return list(dict.fromkeys(out))
 
 
+_CHOSEN: dict = {}  # (spec hash, shape) -> tiling: a model repeats its layer shapes
+
+
+def _remembered(spec: AcceleratorSpec, shape, choose) -> Tiling | None:
+    key = (spec.spec_hash, shape)
+    if key not in _CHOSEN:
+        if len(_CHOSEN) >= 4096:
+            _CHOSEN.clear()
+        _CHOSEN[key] = choose()
+    return _CHOSEN[key]
+
+
 def _fastest(options: list, estimate, bound) -> Tiling | None:
     """The option with the fewest estimated cycles (the first of equals). Options go in
     the order of a cheap lower ``bound``; once the bound passes the best estimate, no later
@@ -237,10 +249,13 @@ def choose_conv(spec: AcceleratorSpec, s: ConvShape) -> Tiling | None:
     """The fastest shortlisted tiling by the estimate, or None when none fits the SRAM."""
     from .estimate import conv_bound, conv_estimate
 
-    options = shortlist(conv_groups(spec, s), lambda t: conv_sram(s, t),
-                        spec.hardware["sram_bytes"])
-    return _fastest(options, lambda t: conv_estimate(spec, s, t),
-                    lambda t: conv_bound(spec, s, t))
+    def choose():
+        options = shortlist(conv_groups(spec, s), lambda t: conv_sram(s, t),
+                            spec.hardware["sram_bytes"])
+        return _fastest(options, lambda t: conv_estimate(spec, s, t),
+                        lambda t: conv_bound(spec, s, t))
+
+    return _remembered(spec, s, choose)
 
 
 def conv_shape(in_shape, w_shape, out_shape, strides, padding, dilation, groups: int,
@@ -294,9 +309,13 @@ def gemm_groups(spec: AcceleratorSpec, s: GemmShape):
 
 
 def choose_gemm(spec: AcceleratorSpec, s: GemmShape) -> Tiling | None:
+    """The fastest shortlisted tiling by the estimate, or None when none fits the SRAM."""
     from .estimate import gemm_bound, gemm_estimate
 
-    options = shortlist(gemm_groups(spec, s), lambda t: gemm_sram(s, t),
-                        spec.hardware["sram_bytes"])
-    return _fastest(options, lambda t: gemm_estimate(spec, s, t),
-                    lambda t: gemm_bound(spec, s, t))
+    def choose():
+        options = shortlist(gemm_groups(spec, s), lambda t: gemm_sram(s, t),
+                            spec.hardware["sram_bytes"])
+        return _fastest(options, lambda t: gemm_estimate(spec, s, t),
+                        lambda t: gemm_bound(spec, s, t))
+
+    return _remembered(spec, s, choose)
