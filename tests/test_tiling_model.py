@@ -30,7 +30,8 @@ from tvm_cruise.npu.compiler.search import _probe, candidates, layer_cycles
 from tvm_cruise.npu.compiler import estimate as E
 from tvm_cruise.npu.compiler import tiling as T
 from tvm_cruise.npu.compiler.graph import Activation, Layer, Requant, Value
-from tvm_cruise.pipeline import accelerator_stage, prepare_passes, run_passes
+from tvm_cruise.driver import accelerator_stage
+from tvm_cruise.pipeline import prepare_passes, run_passes
 from tvm_cruise.targets import accelerators, resolve_target
 
 from graphs import graph
