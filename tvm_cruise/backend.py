@@ -55,6 +55,14 @@ class Backend:
         maps op ids the backend could not lower before to why: they stay on the host."""
         raise NotImplementedError
 
+    def conv2d_sram(self, spec, shapes, strides, padding, dilation, groups: int, dtype: str,
+                    bias: bool, residual: bool) -> tuple[str, int] | None:
+        """SRAM the smallest tiling of a conv2d needs (``shapes``: input, weight, output),
+        by the backend's own SRAM model, with a fused bias / residual epilogue or without:
+        ``(the tiling described, bytes)``. The rule ``conv2d-sram`` refuses a conv whose
+        smallest tiling exceeds the spec's SRAM. None: no such limit (the default)."""
+        return None
+
     def offloaded(self, partitioned, spec) -> list:
         """GlobalVars of the functions ``partition`` offloaded, in call order."""
         raise NotImplementedError

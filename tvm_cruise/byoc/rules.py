@@ -54,7 +54,7 @@ RULES = {r.id: r for r in (
     Rule("conv2d-depthwise", "{acc}: depthwise conv2d is not supported"),
     Rule("conv2d-sram", "{acc}: conv2d smallest tiling ({tiling}) needs {need} B of SRAM "
                         "(input rows at the padded width, weights, accumulators and output "
-                        "tiles as the NPU compiler allocates them) but the SRAM has {sram} B"),
+                        "tiles as its compiler allocates them) but the SRAM has {sram} B"),
     Rule("dense-rank", "{acc}: dense on a rank-{rank} input is not supported (at most rank "
                        "{limit})"),
     Rule("matmul-activations", "{acc}: matmul of two activations is not supported (only dense "
@@ -244,10 +244,8 @@ def _conv2d(spec, call, limits, add, precision):
         add("conv2d-groups", groups=groups)
     smallest = conv2d_smallest_tiling(spec, call, precision)
     if smallest is not None and smallest[1] > spec.hardware["sram_bytes"]:
-        t, need = smallest
-        add("conv2d-sram", tiling=f"{t.oc} output channels, {t.rows} output row, {t.ic} "
-            f"input channels, weights {'resident' if t.resident else 'streamed'}", need=need,
-            sram=spec.hardware["sram_bytes"])
+        tiling, need = smallest
+        add("conv2d-sram", tiling=tiling, need=need, sram=spec.hardware["sram_bytes"])
 
 
 def is_depthwise(call) -> bool:
@@ -258,12 +256,13 @@ def is_depthwise(call) -> bool:
 
 def conv2d_smallest_tiling(spec, call, precision: str, bias: bool = False,
                            residual: bool = False):
-    """``(tiling, bytes)``: of the NPU compiler's tilings of this conv (with a fused bias /
-    residual epilogue or without), the one needing the least SRAM, by the compiler's own
-    SRAM model (``npu.compiler.tiling``); None when its dtype or shapes are not the
-    accelerator's (other rules say why). The conv fits no tiling when this one does not.
+    """``(tiling described, bytes)``: of the tilings ``spec``'s backend would give this conv
+    (with a fused bias / residual epilogue or without), the one needing the least SRAM, by
+    the backend's own SRAM model (``Backend.conv2d_sram``); None when its dtype or shapes
+    are not the accelerator's (other rules say why) or the backend sets no such limit.
+    The conv fits no tiling when this one does not.
     """
-    from ..npu.compiler import tiling  # the compiler's package imports this module
+    from ..backend import backend_for
 
     dtype = accel_dtype("float32", precision)
     shapes = [static_shape(call.args[0].ty), static_shape(call.args[1].ty),
@@ -271,10 +270,9 @@ def conv2d_smallest_tiling(spec, call, precision: str, bias: bool = False,
     if dtype not in spec.dtypes or any(s is None or len(s) != 4 for s in shapes):
         return None
     a = call.attrs
-    shape = tiling.conv_shape(*shapes, [int(v) for v in a.strides],
-                              [int(v) for v in a.padding], [int(v) for v in a.dilation],
-                              int(a.groups), dtype, bias, residual)
-    return tiling.smallest_conv(spec, shape)
+    return backend_for(spec).conv2d_sram(
+        spec, shapes, [int(v) for v in a.strides], [int(v) for v in a.padding],
+        [int(v) for v in a.dilation], int(a.groups), dtype, bias, residual)
 
 
 def conv2d_fits(spec, call, precision: str, bias: bool, residual: bool) -> bool:

@@ -25,6 +25,16 @@ class CruiseNpuBackend(Backend):
 
         return partition(mod, spec, precision, model, refused, layer_precision)
 
+    def conv2d_sram(self, spec, shapes, strides, padding, dilation, groups, dtype, bias,
+                    residual):
+        from .compiler import tiling
+
+        shape = tiling.conv_shape(*shapes, strides, padding, dilation, groups, dtype, bias,
+                                  residual)
+        t, need = tiling.smallest_conv(spec, shape)
+        return (f"{t.oc} output channels, {t.rows} output row, {t.ic} input channels, "
+                f"weights {'resident' if t.resident else 'streamed'}", need)
+
     def offloaded(self, partitioned, spec) -> list:
         from ..byoc.partition import accelerator_functions
 
