@@ -177,6 +177,7 @@ class Compilation:
         self.host_module = None
         self.kernels = (0, 0, [])  # host kernels: total, tuned, records that failed
         self.defaulted = 0         # kernels given a default schedule
+        self.default_schedules = True  # the schedule stage gives them (run's option)
         self.done = "import"
 
     @classmethod
@@ -205,26 +206,27 @@ class Compilation:
         if until not in STAGES:
             raise BuildError(f"unknown compile stage {until!r}; stages: {', '.join(STAGES)}")
         start, end = STAGES.index(self.done) + 1, STAGES.index(until) + 1
+        self.default_schedules = default_schedules
         with self.target:
             for name in STAGES[start:end]:
-                getattr(self, f"_{name}")(default_schedules)
+                getattr(self, f"_{name}")()
                 self.done = name
         return self
 
     # -- the stages, in STAGES order ------------------------------------------------------
-    def _prepare(self, _defaults) -> None:
+    def _prepare(self) -> None:
         from .pipeline import prepare_passes, run_passes
 
         self.mod = self.prepared = run_passes(self.mod, prepare_passes())
 
-    def _accelerator(self, _defaults) -> None:
+    def _accelerator(self) -> None:
         records = self.logs.npu_records if self.logs is not None else None
         self.mod, self.stage = accelerator_stage(
             self.mod, self.spec, self.precision, self.model_name, records=records,
             calibration=self.calibration, layer_precision=self.layer_precision)
         self.host_module = self.mod
 
-    def _host(self, _defaults) -> None:
+    def _host(self) -> None:
         from .pipeline import host_kernels
 
         database = self.database
@@ -233,15 +235,15 @@ class Compilation:
         self.mod, total, tuned, failed = host_kernels(self.mod, self.target, database)
         self.kernels = (total, tuned, failed)
 
-    def _schedule(self, default_schedules: bool) -> None:
+    def _schedule(self) -> None:
         from .schedules.cpu import apply_default_schedules
 
-        if default_schedules:
+        if self.default_schedules:
             self.mod, self.defaulted = apply_default_schedules(self.mod, self.target)
         if self.logs is not None:
             self.logs.skipped.warn()
 
-    def _finalize(self, _defaults) -> None:
+    def _finalize(self) -> None:
         from .pipeline import finalize_passes, run_passes
 
         self.mod = run_passes(self.mod, finalize_passes(self.target))
