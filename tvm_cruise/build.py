@@ -116,6 +116,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
           cuda_arch: str | None = None, tuning_logs: Any = None, shipped_logs: bool = True,
           name: str | None = None, precision: str = "fp16", allow_fallback: bool = True,
           check_cuda: bool | None = None, default_schedules: bool = True,
+          fast_math: bool = True,
           verify: bool | str = False, verify_tolerance: float | None = None,
           calibration: Any = None, calibration_method: str = "minmax",
           calibration_percentile: float = DEFAULT_PERCENTILE,
@@ -180,6 +181,11 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         (threads over the outer loops, vectorized rows; bit-identical results, see
         ``tvm_cruise.schedules.cpu``). ``False`` keeps TVM's unscheduled, single-threaded
         lowering for them (``--no-default-schedules``).
+    fast_math
+        CPU hosts: compute float32 exp, erf, tanh, sigmoid, SiLU, softmax and GELU from
+        vectorizable polynomial forms (at most 3.4e-7 relative error, NaN and infinities
+        kept; see ``tvm_cruise.schedules.fastmath``). ``False`` (``--exact-math``) keeps
+        TVM's libm calls, one per element.
     verify
         Run every offloaded function's NPU program in the simulator and TVM's fp32 host
         build of the same function on seeded inputs, and report each function whose error
@@ -217,7 +223,8 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     logs = open_logs(tuning_logs, shipped_logs, tvm_target, resolved.accelerator)
     compilation = Compilation(imported.mod, tvm_target, resolved.accelerator,
                               resolved=resolved, imported=imported, precision=precision,
-                              logs=logs, calibration=calib, layer_precision=layer_precision)
+                              logs=logs, calibration=calib, layer_precision=layer_precision,
+                              fast_math=fast_math)
 
     capture = _CAPTURE.get()
     compilation.run("accelerator")

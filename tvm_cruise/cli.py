@@ -100,6 +100,7 @@ def _cmd_compile(args) -> int:
                 shipped_logs=not args.no_shipped_logs, precision=args.precision,
                 allow_fallback=not args.no_fallback,
                 default_schedules=not args.no_default_schedules,
+                fast_math=not args.exact_math,
                 # the build-time check compares fp16 programs with fp32 (int8 ones: not
                 # yet; the build says so)
                 verify=False if args.no_verify else ("strict" if args.verify_strict else True),
@@ -447,6 +448,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-default-schedules", action="store_true",
                    help="leave CPU kernels without a tuning record unscheduled "
                         "(TVM's single-threaded lowering) instead of tvm-cruise's default")
+    p.add_argument("--exact-math", action="store_true",
+                   help="CPU hosts: keep TVM's libm exp/erf/tanh (one call per element) "
+                        "instead of vectorized polynomial forms (<= 3.4e-7 relative error)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip checking each NPU function (simulated) against TVM's fp32 host "
                         "build of it on seeded inputs (on by default)")

@@ -161,7 +161,7 @@ class Compilation:
 
     def __init__(self, mod, target, spec, *, resolved=None, imported=None,
                  precision: str = "fp16", logs=None, database=None, calibration=None,
-                 layer_precision: dict | None = None):
+                 layer_precision: dict | None = None, fast_math: bool = True):
         self.mod = mod
         self.target = target          # tvm.target.Target
         self.spec = spec              # AcceleratorSpec, None for a host-only target
@@ -172,6 +172,7 @@ class Compilation:
         self.database = database      # a MetaSchedule database in place of the logs' one
         self.calibration = calibration
         self.layer_precision = layer_precision
+        self.fast_math = fast_math    # host: polynomial exp/erf/tanh (schedules.fastmath)
         self.prepared = None
         self.stage: AcceleratorStage | None = None
         self.host_module = None
@@ -232,7 +233,8 @@ class Compilation:
         database = self.database
         if database is None and self.logs is not None:
             database = self.logs.host_db
-        self.mod, total, tuned, failed = host_kernels(self.mod, self.target, database)
+        self.mod, total, tuned, failed = host_kernels(self.mod, self.target, database,
+                                                   fast_math=self.fast_math)
         self.kernels = (total, tuned, failed)
 
     def _schedule(self) -> None:

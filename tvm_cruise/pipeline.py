@@ -60,20 +60,25 @@ def legalize_passes() -> list:
     ]
 
 
-def host_kernels(mod, target, database=None):
+def host_kernels(mod, target, database=None, fast_math: bool = True):
     """Legalize and fuse the host part, then apply tuned records kernel by kernel.
 
     Narrow-row convolutions read weights packed at build time first
-    (``schedules.layout``), so tuning jobs and builds see the same kernels.
+    (``schedules.layout``), and, with ``fast_math``, exp / erf / tanh and the ops made of
+    them are computed from vectorizable polynomial forms (``schedules.fastmath``), so
+    tuning jobs and builds see the same kernels.
 
     Returns ``(module, kernels, tuned, records that failed to apply)``. Tuning jobs call
     it without a database to extract exactly the kernels a build will look up.
     """
     from .schedules.apply import apply_database
 
+    from .schedules.fastmath import fast_math as fast_math_rewrite
     from .schedules.layout import pack_narrow_conv_weights
 
     mod = pack_narrow_conv_weights(mod, target)
+    if fast_math:
+        mod = fast_math_rewrite(mod, target)
     mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes())
     total, _ = count_kernels(mod)
     tuned, failed = 0, []

@@ -64,14 +64,14 @@ class HostTuneReport:
 
 
 def prepared_host_module(model, target, *, example_inputs=None, input_shapes=None, host=None,
-                         cuda_arch=None, precision="fp16", name=None):
+                         cuda_arch=None, precision="fp16", name=None, fast_math=True):
     """``(host module after legalize+fuse, tvm Target, ImportedModel)``, as ``build``
     makes it (the driver's stages up to ``host``, without records)."""
     from ..driver import Compilation
 
     compilation = Compilation.start(model, target, host=host, cuda_arch=cuda_arch,
                                     example_inputs=example_inputs, input_shapes=input_shapes,
-                                    name=name, precision=precision)
+                                    name=name, precision=precision, fast_math=fast_math)
     compilation.run("host")
     return compilation.mod, compilation.target, compilation.imported
 

@@ -169,7 +169,7 @@ def _schedule_block(sch, block, lanes: int, cores: int) -> bool:
     if reduce and not _try("reorder", sch.reorder, *reduce, row)[0]:
         return _parallel(sch, spatial)
     scheduled = _parallel(sch, outer)
-    done, parts = _try("split", sch.split, row, [None, lanes])
+    done, parts = _try("split", sch.split, row, [None, _row_block(last, lanes) or lanes])
     if done:
         scheduled |= _try("vectorize", sch.vectorize, parts[1])[0]
     if has_reduction:  # the init leaves the reduction loops: zeros once per row
@@ -224,13 +224,17 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
     vectors = [r for r in reads if not independent(r, row)]   # loaded as vectors
     if len(vectors) == len(reads):  # nothing to broadcast against them
         return None
+    strided = _strided(vectors, _bound_vars(sch, realize, row))
     for index in range(n_spatial - 2, -1, -1):
         extent = _extent(sch, loops[index]) or 0
         fb = next((d for d in range(tile, 1, -1) if extent % d == 0), None)
         if fb and all(independent(r, loops[index]) for r in vectors):
-            return index, fb, n_spatial - 1, xb, _strided(vectors,
-                                                          _bound_vars(sch, realize, row))
-    return None
+            return index, fb, n_spatial - 1, xb, strided
+    # No such loop (a batch-1 matmul, a depthwise conv): a tile of several vectors of
+    # the row itself accumulates in registers.
+    vectors_in_row = row_extent // xb
+    rb = next((d for d in range(tile, 1, -1) if vectors_in_row % d == 0), None)
+    return (n_spatial - 1, rb, n_spatial - 1, xb, strided) if rb else None
 
 
 def _channel_plan(sch, block, lanes: int, tile: int):
@@ -269,10 +273,11 @@ def _strided(regions, row_vars) -> list[tuple]:
     return out
 
 
-def _phase_split(sch, root, buffer, stride: int) -> None:
+def _phase_split(sch, root, buffer, stride: int) -> str | None:
     """Store ``buffer`` (an intermediate, e.g. a strided conv's padded input) with its last
     axis split by phase (``x -> (x % stride, x // stride)``): the strided reads of each
-    phase become contiguous vectors instead of gathers."""
+    phase become contiguous vectors instead of gathers. The name of the block that
+    writes it, if it was split."""
     for block in sch.get_child_blocks(root):
         writes = sch.get(block).writes
         if len(writes) == 1 and writes[0].source.same_as(buffer):
@@ -280,8 +285,27 @@ def _phase_split(sch, root, buffer, stride: int) -> None:
             index_map = tirx.IndexMap.from_func(
                 lambda *i: (*i[:-1], i[-1] % stride, i[-1] // stride), ndim=len(shape),
                 index_dtype=str(shape[-1].ty))
-            _try("phase split", sch.transform_layout, block, ("write", 0), index_map, 0.0)
-            return
+            done, _ = _try("phase split", sch.transform_layout, block, ("write", 0),
+                           index_map, 0.0)
+            return sch.get(block).name_hint if done else None
+    return None
+
+
+def _split_strided_inputs(sch, root) -> set[str]:
+    """Phase-split the intermediates that a reduction reads with a stride along its row (a
+    strided pooling's padded input): the names of their blocks, to keep un-inlined."""
+    keep = set()
+    for block in list(sch.get_child_blocks(root)):
+        nest = _reduction_nest(sch, block)
+        if nest is None:
+            continue
+        loops, n_spatial, realize = nest
+        row_vars = _bound_vars(sch, realize, loops[n_spatial - 1])
+        for buffer, stride in _strided(list(realize.block.reads), row_vars):
+            name = _phase_split(sch, root, buffer, stride)
+            if name is not None:
+                keep.add(name)
+    return keep
 
 
 def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
@@ -325,14 +349,26 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
     roles = _loop_roles(sch, loops)
     n_spatial = roles.index(_REDUCE)
     spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
-    f_outer, f_inner = sch.split(spatial[tile_index], [None, tb])
-    x_outer, x_inner = sch.split(spatial[vector_index], [None, vb])
+    if tile_index == vector_index:  # the tile is several vectors of the row
+        x_outer, f_inner, x_inner = sch.split(spatial[vector_index], [None, tb, vb])
+        f_outer = x_outer
+    else:
+        f_outer, f_inner = sch.split(spatial[tile_index], [None, tb])
+        x_outer, x_inner = sch.split(spatial[vector_index], [None, vb])
     outer = [f_outer if i == tile_index else x_outer if i == vector_index else lp
              for i, lp in enumerate(spatial)]
     sch.reorder(*outer, *reduce, f_inner, x_inner)
-    sch.reverse_compute_at(out, outer[-1])
-    if not _parallel(sch, outer[:-1]):
-        return None
+    threads = 1
+    for loop in outer[:-1]:
+        threads *= _extent(sch, loop) or 1
+    if threads < 2 * cores:  # too few tiles above the last loop: threads over all of them
+        outer = [sch.fuse(*outer)] if len(outer) > 1 else outer
+        sch.reverse_compute_at(out, outer[-1])
+        sch.parallel(outer[-1])
+    else:
+        sch.reverse_compute_at(out, outer[-1])
+        if not _parallel(sch, outer[:-1]):
+            return None
     sch.vectorize(x_inner)
     sch.unroll(f_inner)
     init = sch.decompose_reduction(red, reduce[0])
@@ -364,9 +400,11 @@ def default_schedule(func: tirx.PrimFunc, target):
         return blocked
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
+    keep = _split_strided_inputs(sch, root)
     while True:  # producers (padding, element-wise) into their consumers, one at a time
         for block in sch.get_child_blocks(root):
-            if _try("compute_inline", sch.compute_inline, block)[0]:
+            if sch.get(block).name_hint not in keep and \
+                    _try("compute_inline", sch.compute_inline, block)[0]:
                 break
         else:
             break
