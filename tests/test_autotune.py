@@ -163,7 +163,7 @@ def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeyp
     report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
                        progress=lambda _m: None)
     assert [t.status for t in report.tasks] == ["default"] and report.new_records == 1
-    assert "the default schedule beat the search in 1" in report.summary()
+    assert "tvm-cruise's own schedules beat the search in 1" in report.summary()
     from tvm.s_tir import meta_schedule as ms
 
     from tvm_cruise.schedules.cpu import schedule_kernel
@@ -180,10 +180,9 @@ def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeyp
     np.testing.assert_array_equal(tuned.run(x), plain.run(x))
 
 
-def test_a_default_trace_tvm_cannot_write_leaves_no_record(tmp_path, monkeypatch):
-    """MetaSchedule's JSON writer has no form for some trace arguments (a transform_layout's
-    index map, in the register-blocked default of most convolutions): the task then keeps
-    no record, and builds apply the default schedule, rather than the slower trials."""
+def test_a_trace_that_cannot_be_written_leaves_no_record(tmp_path, monkeypatch):
+    """A winning trace with no JSON form keeps no record (builds apply the default
+    schedule), rather than the slower trials."""
     from tvm_cruise.autotune import host
 
     real = host._measure_pair
@@ -196,8 +195,66 @@ def test_a_default_trace_tvm_cannot_write_leaves_no_record(tmp_path, monkeypatch
     report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
                        progress=lines.append)
     assert [(t.status, t.stored) for t in report.tasks] == [("default", False)]
-    assert report.new_records == 0 and "MetaSchedule cannot write its trace" in lines[-1]
+    assert report.new_records == 0 and "its trace cannot be written" in lines[-1]
     assert _build_tiny(tmp_path).metadata["tuning"]["default_scheduled"] == 1
+
+
+class Strided(torch.nn.Module):
+    """A strided conv: its default schedule stores the padded input split by phase (a
+    transform_layout, whose index map MetaSchedule's own JSON writer cannot write)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_layout_transforming_schedules_are_stored_and_replayed(tmp_path, monkeypatch):
+    """tvm-cruise writes such traces itself (records.record_json): the record is kept,
+    read back, and replays to the default kernel."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_cruise.autotune import host
+    from tvm_cruise.schedules.cpu import schedule_kernel
+
+    real = host._measure_pair
+    monkeypatch.setattr(host, "_measure_pair",
+                        lambda *a: [t * (1e-3 if i == 0 else 1) for i, t in
+                                    enumerate(real(*a))])
+    model, inputs = Strided().eval(), (torch.randn(1, 8, 16, 16),)
+    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
+                       progress=lambda _m: None)
+    assert [(t.status, t.picked, t.stored) for t in report.tasks] == [
+        ("default", "default", True)] and report.new_records == 1
+    mod, target, _ = host.prepared_host_module(model, "llvm", example_inputs=inputs)
+    (task,) = ms.relax_integration.extract_tasks(mod, target)
+    assert "T.transform_layout" not in task.dispatched[0].script()  # the trace adds it
+    db, _, count = store.load_host_database([tmp_path], target, store.Skipped())
+    assert count == 1
+    replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
+    default = schedule_kernel(task.dispatched[0]["main"], target)
+    tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
+    assert "% T.int64(2)" in default.script()  # the phase split is in it
+
+
+def test_register_tile_variants_are_candidates(tmp_path):
+    """The job measures the default's other register tiles too; whichever wins is a
+    distinct kernel, computes the same convolution, and is what the record holds."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_cruise.autotune import host
+    from tvm_cruise.schedules.cpu import blocked_variants
+
+    model, inputs = _tiny()
+    mod, target, _ = host.prepared_host_module(model, "llvm", example_inputs=inputs)
+    (task,) = ms.relax_integration.extract_tasks(mod, target)
+    variants = blocked_variants(task.dispatched[0]["main"], target)
+    assert len(variants) >= 2 and all(label.startswith("blocked tile") for label, _ in variants)
+    labels = [label for label, _ in host._candidates(task, target)]
+    assert labels[0] == "default" and labels[1:] == [label for label, _ in variants]
 
 
 def _copy(src, dst):

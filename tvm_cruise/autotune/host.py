@@ -37,7 +37,8 @@ class TaskResult:
     # trace is the record); skipped (already tuned); not reached (time budget); failed
     status: str = "tuned"
     default_us: float | None = None
-    stored: bool = True  # False: the default won but its trace cannot be written
+    picked: str = "search"  # the schedule written: search, default, blocked tile ...
+    stored: bool = True  # False: the winning trace cannot be written
 
 
 @dataclass
@@ -55,10 +56,12 @@ class HostTuneReport:
     def summary(self) -> str:
         done = sum(t.status in ("tuned", "default") for t in self.tasks)
         kept = sum(t.status == "default" for t in self.tasks)
+        tiles = sum(t.status == "default" and t.picked != "default" for t in self.tasks)
         skipped = sum(t.status == "skipped" for t in self.tasks)
         left = sum(t.status == "not reached" for t in self.tasks)
-        return (f"host: {done} tasks tuned ({self.trials} trials; the default schedule beat "
-                f"the search in {kept}), {skipped} already tuned, {left} left for a later "
+        return (f"host: {done} tasks tuned ({self.trials} trials; tvm-cruise's own schedules "
+                f"beat the search in {kept}, other register tiles than the default's in "
+                f"{tiles}), {skipped} already tuned, {left} left for a later "
                 f"run; {self.new_records} new records in {self.log_dir} "
                 f"({self.seconds:.0f} s)")
 
@@ -152,10 +155,9 @@ def _measure_pair(task, target, builder, runner, modules: list) -> list[float] |
 
 
 def _storable(record) -> bool:
-    """Whether MetaSchedule can write ``record`` (its JSON writer has no form for some
-    trace arguments, e.g. the index map of a ``transform_layout``)."""
+    """Whether ``record`` can be written to a log (and read back)."""
     try:
-        record.as_json()
+        store.record_json(record)
         return True
     except Exception:  # noqa: BLE001 - TVM raises TypeError and others
         return False
@@ -279,16 +281,32 @@ def _search(task, budget: int, builder, runner, seed: int, quiet: bool) -> list:
         return list(db.get_all_tuning_records())
 
 
+def _candidates(task, target) -> list[tuple[str, object]]:
+    """tvm-cruise's own schedules of ``task``'s kernel, as ``[(label, traced Schedule)]``:
+    the default first, then the other register tiles (``schedules.cpu.blocked_variants``)."""
+    from ..schedules.cpu import blocked_variants
+
+    default = _default_schedule(task, target)
+    if default is None:
+        return []
+    out = [("default", default)]
+    try:
+        out += blocked_variants(task.dispatched[0]["main"], target)
+    except Exception as err:  # noqa: BLE001 - a baseline never fails the job
+        logger.debug("no blocked variants for %s: %s", task.task_name, err)
+    return out
+
+
 def _keep_faster(task, target, records: list, builder, runner, result: TaskResult) -> list:
     """The records to write for ``task``; fills ``result``.
 
     MetaSchedule's search starts from TVM's unscheduled kernel and, in a few dozen trials,
     can end slower than the register-blocked default schedule a build applies without a
     record; such a record would make the tuned build slower than the untuned one. So the
-    best trial and the default schedule are measured again back to back (the trials' own
-    times come from other moments, and a loaded machine skews them). Where the default is
-    at least as fast, its trace becomes the record, or, if MetaSchedule cannot write that
-    trace, no record is written and builds keep applying the default.
+    search's best trial, the default schedule and the default's other register tiles are
+    measured again, back to back in alternating rounds (the trials' own times come from
+    other moments, and a loaded machine skews them), and the fastest is written: the
+    search's records, or the winning schedule's trace as the record.
     """
     import numpy as np
     import tvm
@@ -299,26 +317,26 @@ def _keep_faster(task, target, records: list, builder, runner, result: TaskResul
     if good:
         good.sort(key=lambda r: float(np.mean([float(s) for s in r.run_secs])))
         result.best_us = float(np.mean([float(s) for s in good[0].run_secs])) * 1e6
-    default = _default_schedule(task, target)
-    if default is None:
+    candidates = _candidates(task, target)
+    if not candidates:
         return good
-    modules = [default.mod]
     if good:
         best = tvm.s_tir.Schedule(good[0].workload.mod)
         good[0].trace.apply_to_schedule(best, remove_postproc=False)
-        modules.append(best.mod)
-    times = _measure_pair(task, target, builder, runner, modules)
+        candidates.append(("search", best))
+    times = _measure_pair(task, target, builder, runner, [sch.mod for _, sch in candidates])
     if times is None:
         return good
     result.default_us = times[0] * 1e6
-    if good:
-        result.best_us = times[1] * 1e6
-        if times[1] < times[0]:
-            return good
-    result.status, result.best_us = "default", result.default_us
+    pick = int(np.argmin(times))
+    label, winner = candidates[pick]
+    result.best_us, result.picked = times[pick] * 1e6, label
+    if label == "search":
+        return good
+    result.status = "default"  # one of tvm-cruise's own schedules
     workload = good[0].workload if good else ms.database.Workload(task.dispatched[0])
     args = ms.arg_info.ArgInfo.from_prim_func(task.dispatched[0]["main"])
-    record = ms.database.TuningRecord(default.trace, workload, [times[0]], target, args)
+    record = ms.database.TuningRecord(winner.trace, workload, [times[pick]], target, args)
     if _storable(record):
         return [record]
     result.stored = False
@@ -329,9 +347,10 @@ def _best_text(result: TaskResult) -> str:
     if result.best_us is None:
         return "no valid trial"
     if result.status == "default":
-        stored = "" if result.stored else "; no record, MetaSchedule cannot write its trace"
-        return (f"{result.best_us:.1f} us (tvm-cruise's default schedule; no trial beat "
-                f"it{stored})")
+        stored = "" if result.stored else "; no record, its trace cannot be written"
+        which = ("tvm-cruise's default schedule" if result.picked == "default" else
+                 f"tvm-cruise's {result.picked}")
+        return f"{result.best_us:.1f} us ({which}; no trial beat it{stored})"
     if result.default_us is not None:
         return (f"{result.best_us:.1f} us (default schedule {result.default_us:.1f} us, "
                 "measured back to back)")

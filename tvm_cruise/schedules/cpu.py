@@ -37,6 +37,7 @@ from __future__ import annotations
 import os
 
 import tvm
+import tvm_ffi
 from tvm import tirx
 
 from ..env import logger
@@ -308,9 +309,13 @@ def _split_strided_inputs(sch, root) -> set[str]:
     return keep
 
 
-def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
+def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
+                      row_vectors: int = 1):
     """The register-blocked schedule (a ``Schedule``) of a one-reduction kernel (module
-    docstring), or None when the kernel has no such block."""
+    docstring), or None when the kernel has no such block. ``tile`` caps the tile's
+    channels (or rows), ``row_vectors`` > 1 makes it that many vectors wide (tuning jobs
+    try such variants: :func:`blocked_variants`); None where the kernel does not allow
+    it."""
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     blocks = list(sch.get_child_blocks(root))
@@ -331,6 +336,10 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
     if plan is None:
         return None
     tile_index, tb, vector_index, vb = plan
+    if row_vectors > 1 and (tile_index == vector_index or
+                            (_extent(sch, sch.get_loops(red)[vector_index]) or 0) %
+                            (vb * row_vectors)):
+        return None
     out = sch.cache_write(red, 0, "local")
     n_axes = len(sch.get(red).writes[0].region)
     if vector_index != n_axes - 1:  # the accumulators: vector axis innermost, in registers
@@ -351,13 +360,19 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
     spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
     if tile_index == vector_index:  # the tile is several vectors of the row
         x_outer, f_inner, x_inner = sch.split(spatial[vector_index], [None, tb, vb])
-        f_outer = x_outer
+        f_outer, x_mid = x_outer, None
     else:
         f_outer, f_inner = sch.split(spatial[tile_index], [None, tb])
-        x_outer, x_inner = sch.split(spatial[vector_index], [None, vb])
+        x_outer, *x_inner = sch.split(spatial[vector_index], [None, row_vectors, vb]
+                                      if row_vectors > 1 else [None, vb])
+        if row_vectors > 1:  # f_inner x row_vectors vectors of accumulators
+            x_mid, x_inner = x_inner
+            sch.unroll(x_mid)
+        else:
+            (x_inner,), x_mid = x_inner, None
     outer = [f_outer if i == tile_index else x_outer if i == vector_index else lp
              for i, lp in enumerate(spatial)]
-    sch.reorder(*outer, *reduce, f_inner, x_inner)
+    sch.reorder(*outer, *reduce, f_inner, *([x_mid] if x_mid is not None else []), x_inner)
     threads = 1
     for loop in outer[:-1]:
         threads *= _extent(sch, loop) or 1
@@ -379,6 +394,34 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
         if sch.get(block).name_hint not in done:
             _schedule_block(sch, block, lanes, cores)
     return sch
+
+
+def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
+    """Other register tiles for ``func``'s blocked schedule: ``[(label, Schedule)]``,
+    the default's tile left out, each a distinct kernel (empty where the kernel has no
+    blocked schedule). Tuning jobs measure them beside the search's best and the default
+    (``autotune.host``): narrower tiles, tiles two or three vectors wide, up to 1.5x the
+    default's accumulators."""
+    (lanes, tile), cores = vector_shape(target), core_count(target)
+    seen, out = set(), []
+    default = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile, cores)[1]
+    if default is None:
+        return []
+    seen.add(tvm_ffi.structural_hash(default.mod))
+    for cap in sorted({tile, tile // 2, tile // 4}, reverse=True):
+        for vectors in (1, 2, 3):
+            if cap < 2 or cap * vectors > tile * 3 // 2:
+                continue
+            done, sch = _try("blocked variant", _blocked_schedule, func, lanes, cap, cores,
+                             vectors)
+            if not done or sch is None:
+                continue
+            key = tvm_ffi.structural_hash(sch.mod)
+            if key not in seen:
+                seen.add(key)
+                out.append((f"blocked tile <= {cap} x {vectors} vector"
+                            f"{'s' if vectors > 1 else ''}", sch))
+    return out
 
 
 def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:

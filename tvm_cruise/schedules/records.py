@@ -235,6 +235,34 @@ def load_host_database(roots: list[Path], target, skipped: Skipped):
     return (db if count else None), opened, count
 
 
+def record_json(record):
+    """``record`` as plain JSON data. MetaSchedule's own ``TuningRecord.as_json`` has no
+    form for the index map of a ``transform_layout`` (the default schedules' phase split
+    and packed accumulators); this writes it as TVM's JSON text, the form
+    ``TuningRecord.from_json`` reads back."""
+    import tvm
+    from tvm.s_tir.meta_schedule import _ffi_api
+    from tvm.tirx import FloatImm, IndexMap, IntImm
+    from tvm_ffi import Array, Map
+
+    def plain(obj):
+        if obj is None or isinstance(obj, (bool, int, float)):
+            return obj
+        if isinstance(obj, str):
+            return str(obj)
+        if isinstance(obj, (IntImm, FloatImm)):
+            return obj.value
+        if isinstance(obj, (Array, list, tuple)):
+            return [plain(i) for i in obj]
+        if isinstance(obj, Map):
+            return {plain(k): plain(v) for k, v in obj.items()}
+        if isinstance(obj, IndexMap):
+            return tvm.ir.save_json(obj)
+        raise TypeError(f"a tuning record holds a {type(obj).__name__}, which has no JSON form")
+
+    return plain(_ffi_api.TuningRecordAsJSON(record))
+
+
 def merge_host_records(root: Path, key: str, stamp: dict, workloads_and_records) -> int:
     """Merge ``[(Workload, [TuningRecord])]`` into ``root/host/key`` under the directory
     lock, deduplicated, files rewritten atomically; returns the records added."""
@@ -255,7 +283,7 @@ def merge_host_records(root: Path, key: str, stamp: dict, workloads_and_records)
                 index[wkey] = len(w_lines)
                 w_lines.append(json.dumps(wjson, separators=(",", ":")))
             for rec in records:
-                line = [index[wkey], rec.as_json()]
+                line = [index[wkey], record_json(rec)]
                 text = json.dumps(line, sort_keys=True)
                 if text not in seen:
                     seen.add(text)
