@@ -536,7 +536,7 @@ def test_shipped_npu_records_are_installed_and_current():
     source = root / "tuning_logs"
     installed = store.shipped_log_dir()
     shipped = sorted(p.relative_to(source) for p in source.rglob("*.jsonl"))
-    stamps = sorted(p.relative_to(source) for p in source.rglob("stamp.json"))
+    stamps = sorted(p.relative_to(source) for p in source.glob("npu/*/*/stamp.json"))
     assert shipped and len(stamps) == len(shipped), "no NPU records shipped"
     # setup.py's package_data must take every record and stamp into a wheel (an editable
     # install reads them in place, so only the patterns show it)
@@ -556,3 +556,48 @@ def test_shipped_npu_records_are_installed_and_current():
     art = tvm_cruise.build("perception-cnn", target="cruise-npu")
     assert art.metadata["tuning"]["npu_layers_tuned"] == 5
     assert art.metadata["tuning"]["skipped"] == {}
+
+
+def test_shipped_host_records_load_for_their_cpu_and_stay_quiet_elsewhere():
+    """tuning_logs/host/<key>/ (scripts/regen_host_records.sh): stamped for this TVM,
+    packaged, every record readable for the CPU it names; a build on another CPU ignores
+    them without a warning (the package ships other CPUs' records), one on that CPU
+    applies them to every host kernel of the model."""
+    import ast
+    import glob
+    import pathlib
+
+    import tvm
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    source = root / "tuning_logs"
+    folders = store.host_record_dirs(source)
+    assert folders, "no host records shipped (scripts/regen_host_records.sh)"
+    (patterns,) = [ast.literal_eval(node.value)["tvm_cruise.tuning_logs"]
+                   for node in ast.walk(ast.parse((root / "setup.py").read_text()))
+                   if isinstance(node, ast.keyword) and node.arg == "package_data"]
+    packaged = {pathlib.Path(p) for pattern in patterns
+                for p in glob.glob(pattern, root_dir=source, recursive=True)}
+    for folder in folders:
+        stamp = store.read_stamp(folder)
+        assert stamp["format"] == store.LOG_FORMAT and stamp["tvm"] == tvm.__version__
+        target = tvm.target.Target(stamp["target"])
+        assert folder.name == store.host_key(target)
+        for name in (store.STAMP_FILE, store.WORKLOAD_FILE, store.RECORD_FILE):
+            assert (folder / name).relative_to(source) in packaged
+        records, bad = store.read_json_lines(folder / store.RECORD_FILE)
+        skipped = store.Skipped()
+        _, _, count = store.load_host_database([source], target, skipped)
+        assert bad == 0 and count == len(records) > 0 and not skipped.to_dict()
+    other = tvm.target.Target({"kind": "llvm", "mcpu": "cortex-a78", "num-cores": 8,
+                               "mtriple": "aarch64-linux-gnu"})
+    skipped = store.Skipped()
+    db, _, count = store.load_host_database([store.shipped_log_dir()], other, skipped)
+    assert db is None and count == 0 and not skipped.to_dict()
+    from tvm_cruise.targets import resolve_target
+
+    here = store.host_key(resolve_target("llvm").tvm_target)
+    if here in {f.name for f in folders}:  # this machine's CPU has a shipped set
+        art = tvm_cruise.build("perception-cnn", target="llvm")
+        tuning = art.metadata["tuning"]
+        assert tuning["tuned_kernels"] == tuning["host_kernels"] and not tuning["skipped"]

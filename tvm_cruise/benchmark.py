@@ -219,6 +219,9 @@ def _onnx_failure(err: Exception) -> str:
     return f"ONNX export or ONNX Runtime failed ({type(err).__name__}: {first[:160]})"
 
 
+_PAUSE_S = 0.3  # before each system's turn in a round (see benchmark)
+
+
 def _time(fn: Callable, repeat: int, budget_s: float) -> list[float]:
     """Up to ``repeat`` timed runs (ms), fewer when they would exceed ``budget_s`` (at least
     three)."""
@@ -250,7 +253,8 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
     """Time ``model`` on this machine's CPU in every system of :data:`SYSTEMS`.
 
     ``repeat`` runs per system and round (fewer for a system slower than ``budget_s`` per
-    round), ``rounds`` rounds with the systems interleaved; ``skip`` leaves systems out.
+    round), ``rounds`` rounds with the systems interleaved, each system's turn after a
+    short pause and one untimed run; ``skip`` leaves systems out.
 
     >>> print(benchmark("perception-cnn").table())          # doctest: +SKIP
     """
@@ -394,6 +398,12 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
             fn()
         for _ in range(rounds):
             for system, fn in runners.items():
+                # Each system starts its turn on a quiet machine and warm caches: the
+                # previous runtime's worker threads keep spinning for a while after its
+                # last run (ONNX Runtime's, OpenMP's, TVM's), and on 2 cores that slowed
+                # whichever system came next.
+                time.sleep(_PAUSE_S)
+                fn()
                 results[system].samples_ms += _time(fn, repeat, budget_s)
     machine = f"{_cpu_name()}, {os.cpu_count()} CPUs, {platform.machine()}"
     order = [results[s] for s in SYSTEMS if s in results]
