@@ -114,3 +114,22 @@ def test_cli_exact_math(tmp_path):
                    "--no-shipped-logs", "-o", out)
     assert done.returncode == 0, done.stderr
     assert out.exists()
+
+
+def test_tune_exact_math_records_match_exact_builds(tmp_path):
+    """``tvm-cruise tune --exact-math`` tunes the libm kernels, which only an
+    ``--exact-math`` build has: records are looked up by the kernel they were tuned on."""
+    model = Op(F.gelu)
+    x = torch.randn(8, 64)
+    pt2 = tmp_path / "gelu.pt2"
+    torch.export.save(torch.export.export(model, (x,)), str(pt2))
+    logs = tmp_path / "logs"
+    done = run_cli("tune", pt2, "-t", "llvm", "--host-only", "--exact-math", "--trials", "2",
+                   "--tuning-logs", logs)
+    assert done.returncode == 0, done.stderr
+    exact = tvm_cruise.build(str(pt2), target="llvm", tuning_logs=logs, shipped_logs=False,
+                             fast_math=False).metadata["tuning"]
+    fast = tvm_cruise.build(str(pt2), target="llvm", tuning_logs=logs,
+                            shipped_logs=False).metadata["tuning"]
+    assert exact["tuned_kernels"] == exact["host_kernels"] >= 1
+    assert fast["tuned_kernels"] == 0

@@ -302,7 +302,7 @@ def _cmd_tune(args) -> int:
         report = tune_host(args.model, args.target, args.tuning_logs, trials=args.trials,
                            time_budget=args.time_budget, retune=args.retune,
                            workers=args.workers, rpc_tracker=args.rpc_tracker,
-                           rpc_key=args.rpc_key, **options)
+                           rpc_key=args.rpc_key, fast_math=not args.exact_math, **options)
         print(report.summary())
     return 0
 
@@ -567,6 +567,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="stop starting new host tasks after this long")
     p.add_argument("--retune", action="store_true", help="tune again what the log has")
+    p.add_argument("--exact-math", action="store_true",
+                   help="tune the kernels of builds made with --exact-math (libm exp/erf/"
+                        "tanh): records match the kernels they were tuned on")
     p.add_argument("--workers", type=int, help="parallel local builders (default: cores)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on remote boards through TVM's RPC tracker")
