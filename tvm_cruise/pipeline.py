@@ -60,6 +60,18 @@ def legalize_passes() -> list:
     ]
 
 
+def host_rewrites(mod, target, fast_math: bool = True):
+    """The Relax rewrites of the host part before legalization (CPU hosts): narrow-row
+    convolutions' weights packed (``schedules.layout``), and, with ``fast_math``, exp /
+    erf / tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
+    Bindings keep their names (the report maps kernels back to ops through them)."""
+    from .schedules.fastmath import fast_math as fast_math_rewrite
+    from .schedules.layout import pack_narrow_conv_weights
+
+    mod = pack_narrow_conv_weights(mod, target)
+    return fast_math_rewrite(mod, target) if fast_math else mod
+
+
 def host_kernels(mod, target, database=None, fast_math: bool = True):
     """Legalize and fuse the host part, then apply tuned records kernel by kernel.
 
@@ -73,12 +85,7 @@ def host_kernels(mod, target, database=None, fast_math: bool = True):
     """
     from .schedules.apply import apply_database
 
-    from .schedules.fastmath import fast_math as fast_math_rewrite
-    from .schedules.layout import pack_narrow_conv_weights
-
-    mod = pack_narrow_conv_weights(mod, target)
-    if fast_math:
-        mod = fast_math_rewrite(mod, target)
+    mod = host_rewrites(mod, target, fast_math)
     mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes())
     total, _ = count_kernels(mod)
     tuned, failed = 0, []

@@ -334,7 +334,8 @@ def _performance(art, details, resolved, data_in, names, repeat, top) -> dict:
         from ..byoc.partition import tag_ops
 
         module = tag_ops(module)
-    sites = timing.kernel_sites(module, resolved.tvm_target)
+    sites = timing.kernel_sites(module, resolved.tvm_target,
+                                fast_math=art.metadata["tuning"].get("fast_math", True))
     host = timing.host_section(raw, sites, details.kernels, names, repeat)
     stats = art.npu_stats()
     npu = None

@@ -35,11 +35,12 @@ class KernelSite:
     ops: list[int]
 
 
-def kernel_sites(host_module, target) -> list[KernelSite]:
+def kernel_sites(host_module, target, fast_math: bool = True) -> list[KernelSite]:
     """Host kernel calls of ``main`` in execution order, each with the op ids it computes.
 
     Every op's result is renamed after its id (``__op<id>``) and the host part lowered the
-    way ``pipeline.host_kernels`` lowers it (narrow convolutions' weights packed first),
+    way ``pipeline.host_kernels`` lowers it (``pipeline.host_rewrites`` first, with the
+    build's ``fast_math``),
     stopping before ``FuseTIR``, where a fused
     Relax function is named as its kernel will be. FuseOps renames variables and shares
     one fused function between identical groups, so each call inside a fused function is
@@ -51,15 +52,14 @@ def kernel_sites(host_module, target) -> list[KernelSite]:
 
     from ..byoc.ops import op_id
     from ..byoc.rewrite import rebuild_main
-    from ..pipeline import legalize_passes, library_dispatch_passes, run_passes
-    from ..schedules.layout import pack_narrow_conv_weights
+    from ..pipeline import host_rewrites, legalize_passes, library_dispatch_passes, run_passes
 
     def rename(var, value):
         idx = op_id(value) if isinstance(value, relax.Call) else None
         return None if idx is None else f"{_TAG}{idx}"
 
     tagged = rebuild_main(host_module, lambda bb, var, value, bound: None, rename=rename)
-    tagged = pack_narrow_conv_weights(tagged, target)  # as host_kernels does; keeps names
+    tagged = host_rewrites(tagged, target, fast_math)  # as host_kernels does; keeps names
     passes = library_dispatch_passes(target) + legalize_passes()
     cut = [p.info.name for p in passes].index("FuseOps")
     with target:
