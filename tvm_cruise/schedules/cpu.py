@@ -24,7 +24,12 @@ strided convolution, stored split by phase so that its strided reads become cont
 vectors. Rows take a vector of a divisor of their width (no masked tail); a row that
 fills at most half a vector (ResNet-18's 7 columns on AVX-512) is instead vectorized
 over output channels, from a weight packed channel-innermost at build time
-(``layout.py``), the whole row as the register tile.
+(``layout.py``), the whole row as the register tile. A kernel with no such reuse loop (a
+batch-1 matmul, a depthwise convolution) takes a tile of several vectors of the row
+itself; where the loops above the tile give fewer than two tiles per core, the threads
+run over all of them. A reduction that reads a padded intermediate with a stride along
+its row (a strided pooling) gets that intermediate phase-split and kept apart, as the
+strided convolutions do.
 
 Every output element still accumulates its reduction in the same order as the
 unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
