@@ -39,6 +39,17 @@ def _tiny():
     return Tiny().eval(), (torch.randn(1, 8, 16, 16),)
 
 
+@pytest.fixture(autouse=True)
+def _tile_variants_where_asked(request, monkeypatch):
+    """A tuning job measures the default's other register tiles too (5-6 more kernels to
+    build and time per task); the module's shared log (``tuned_dir``) and the tests about
+    them keep them, the other tuning tests measure the search against the default only."""
+    if "variants" not in request.node.name:
+        from tvm_cruise.schedules import cpu
+
+        monkeypatch.setattr(cpu, "blocked_variants", lambda func, target: [])
+
+
 @pytest.fixture
 def cruise_log():
     """What the tvm_cruise logger says during a test (it does not propagate to root)."""
@@ -517,7 +528,7 @@ def test_bad_rpc_arguments():
 def test_tuning_a_reference_model_covers_every_host_kernel(tmp_path):
     report = tune_host("perception-cnn", "llvm", tmp_path, trials=20,
                        progress=lambda line: None)
-    assert report.tasks and all(t.status == "tuned" for t in report.tasks)
+    assert report.tasks and all(t.status in ("tuned", "default") for t in report.tasks)
     art = tvm_cruise.build("perception-cnn", target="llvm", tuning_logs=tmp_path,
                            shipped_logs=False)
     assert art.metadata["tuning"]["tuned_kernels"] == art.metadata["tuning"]["host_kernels"]
