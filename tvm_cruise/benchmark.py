@@ -394,8 +394,6 @@ def benchmark(model: Any, *, tuning_logs: Any = None, repeat: int = 20, rounds: 
                     result.status = "WRONG"
                     runners.pop(system)  # a wrong answer's speed means nothing
         say(f"timing {', '.join(runners)}: {rounds} rounds x up to {repeat} runs")
-        for fn in runners.values():  # warm-up
-            fn()
         for _ in range(rounds):
             for system, fn in runners.items():
                 # Each system starts its turn on a quiet machine and warm caches: the

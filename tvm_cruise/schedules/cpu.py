@@ -363,21 +363,19 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
     roles = _loop_roles(sch, loops)
     n_spatial = roles.index(_REDUCE)
     spatial, reduce = list(loops[:n_spatial]), list(loops[n_spatial:])
+    x_mid = []  # with row_vectors > 1: the tile's vectors along the row, unrolled
     if tile_index == vector_index:  # the tile is several vectors of the row
         x_outer, f_inner, x_inner = sch.split(spatial[vector_index], [None, tb, vb])
-        f_outer, x_mid = x_outer, None
+        f_outer = x_outer
     else:
         f_outer, f_inner = sch.split(spatial[tile_index], [None, tb])
-        x_outer, *x_inner = sch.split(spatial[vector_index], [None, row_vectors, vb]
-                                      if row_vectors > 1 else [None, vb])
-        if row_vectors > 1:  # f_inner x row_vectors vectors of accumulators
-            x_mid, x_inner = x_inner
-            sch.unroll(x_mid)
-        else:
-            (x_inner,), x_mid = x_inner, None
+        x_outer, *x_mid, x_inner = sch.split(spatial[vector_index], [None, row_vectors, vb]
+                                             if row_vectors > 1 else [None, vb])
     outer = [f_outer if i == tile_index else x_outer if i == vector_index else lp
              for i, lp in enumerate(spatial)]
-    sch.reorder(*outer, *reduce, f_inner, *([x_mid] if x_mid is not None else []), x_inner)
+    sch.reorder(*outer, *reduce, f_inner, *x_mid, x_inner)
+    for loop in x_mid:
+        sch.unroll(loop)
     threads = 1
     for loop in outer[:-1]:
         threads *= _extent(sch, loop) or 1

@@ -55,16 +55,21 @@ def _erf(x: te.Tensor) -> te.Tensor:
                                                             approx(*i)), name="T_fast_erf")
 
 
-def _sigmoid(x: te.Tensor) -> te.Tensor:
+def _one_plus_exp_neg(x: te.Tensor) -> te.Tensor:
+    """``1 + fast_exp(-x)``: the denominator of sigmoid and SiLU."""
     e = topi.fast_exp(te.compute(x.shape, lambda *i: -x(*i), name="T_neg"))
-    one = tirx.const(1.0, x.dtype)
-    return te.compute(x.shape, lambda *i: one / (one + e(*i)), name="T_fast_sigmoid")
+    return te.compute(x.shape, lambda *i: tirx.const(1.0, x.dtype) + e(*i), name="T_denom")
+
+
+def _sigmoid(x: te.Tensor) -> te.Tensor:
+    d = _one_plus_exp_neg(x)
+    return te.compute(x.shape, lambda *i: tirx.const(1.0, x.dtype) / d(*i),
+                      name="T_fast_sigmoid")
 
 
 def _silu(x: te.Tensor) -> te.Tensor:
-    e = topi.fast_exp(te.compute(x.shape, lambda *i: -x(*i), name="T_neg"))
-    one = tirx.const(1.0, x.dtype)
-    return te.compute(x.shape, lambda *i: x(*i) / (one + e(*i)), name="T_fast_silu")
+    d = _one_plus_exp_neg(x)
+    return te.compute(x.shape, lambda *i: x(*i) / d(*i), name="T_fast_silu")
 
 
 def _gelu(x: te.Tensor) -> te.Tensor:
