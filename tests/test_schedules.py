@@ -167,23 +167,31 @@ def test_register_blocked_convolutions_are_bit_identical(shape):
     assert np.array_equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_narrow_rows_are_vectorized_over_packed_channels(stride, monkeypatch):
-    """A convolution whose rows fill at most half a vector (3 columns, 8 AVX2 lanes; on
-    AVX-512 ResNet-18's 7 columns) reads its weight packed channel-innermost at build time
-    (schedules.layout) and is vectorized over output channels; results stay bit-identical
-    to TVM's lowering of the original convolution."""
+@pytest.mark.parametrize("size, stride, plan", [
+    (3, 1, (3, "ff")),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
+    (3, 2, (3, "ff")),    # the same, strided
+    (14, 1, (7, "ff")),   # 14 columns (ResNet-18's third stage on AVX-512: 14 of 16
+                          # lanes): tiles of 7 columns x 8 output channels
+    (16, 1, (8, "xx")),   # whole row vectors: OIHW weight, 8 output channels x 8 columns
+])
+def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, monkeypatch):
+    """A convolution whose rows do not split into whole vectors reads its weight packed
+    channel-innermost at build time (schedules.layout) and is vectorized over output
+    channels, a tile of columns accumulated in registers; rows of whole vectors keep
+    row vectors and the OIHW weight. Results stay bit-identical to TVM's lowering of the
+    original convolution."""
+    import re
+
     import tvm
     from tvm import relax
 
     from tvm_cruise.pipeline import host_kernels
 
     rng = np.random.default_rng(0)
-    size = 3 * stride
     weight = rng.standard_normal((32, 16, 3, 3)).astype("float32")
     bias = rng.standard_normal((1, 32, 1, 1)).astype("float32")
     bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, size, size), "float32"))
+    x = relax.Var("x", relax.TensorType((1, 16, size * stride, size * stride), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
             y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=1))
@@ -195,16 +203,21 @@ def test_narrow_rows_are_vectorized_over_packed_channels(stride, monkeypatch):
     with target:
         kernels, _, _, _ = host_kernels(mod, target)
     (conv,) = [f for f in kernels.functions.values() if isinstance(f, tirx.PrimFunc)]
-    assert [int(d) for d in conv.params[1].ty.shape] == [4, 3, 3, 16, 8]  # [O/8][kh][kw][I][8]
+    packed = plan[1] == "ff"
+    assert [int(d) for d in conv.params[1].ty.shape] == \
+        ([4, 3, 3, 16, 8] if packed else [32, 16, 3, 3])  # [O/8][kh][kw][I][8] or OIHW
     new = schedule_kernel(conv, target)
     script = new.script()
-    # 8 output channels per vector, the 3 columns unrolled as 3 accumulators
-    assert "T.vectorized(T.int64(8))" in script and "T.unroll(T.int64(3))" in script
-    data = rng.standard_normal((1, 16, size, size)).astype("float32")
+    # the register tile: `unrolled` accumulators, each a vector along `vectorized`
+    unrolled, vectorized = plan
+    update = script[script.index("for rc, ry, rx"):]
+    assert re.search(rf"for \w+ in T.unroll\(T.int64\({unrolled}\)\):\s+for {vectorized}_1 "
+                     r"in T.vectorized\(T.int64\(8\)\)", update), script
+    data = rng.standard_normal((1, 16, size * stride, size * stride)).astype("float32")
     got = tvm_cruise.build(mod, "llvm", tuning_logs=False).run(data)
     from tvm_cruise.schedules import layout
 
-    monkeypatch.setattr(layout, "pack_narrow_conv_weights", lambda m, _target: m)
+    monkeypatch.setattr(layout, "pack_conv_weights", lambda m, _target: m)
     want = tvm_cruise.build(mod, "llvm", tuning_logs=False, default_schedules=False).run(data)
     assert np.array_equal(got, want)  # TVM's lowering of the unpacked convolution
     ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(data), torch.from_numpy(weight),

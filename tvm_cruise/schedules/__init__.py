@@ -3,8 +3,8 @@
 - ``cpu``: the default schedule of every CPU kernel that no tuning record covers
   (register-blocked reductions, threads over the outer spatial loops, vectors;
   bit-identical to TVM's lowering).
-- ``layout``: build-time weight packing for narrow-row convolutions (vectorized over
-  output channels by ``cpu``).
+- ``layout``: build-time weight packing for convolutions whose rows are not whole vectors
+  (vectorized over output channels by ``cpu``).
 
 - ``records``: the tuning-log store (layout, stamps, locking, robust reading; host records
   keyed by CPU target, NPU tilings by spec hash) and ``open_logs`` for builds;

@@ -22,10 +22,10 @@ epilogue (bias, activation, residual) is applied as the tile is written out; pad
 computed once (inlined, its bounds checks would stop the vectorization) and, for a
 strided convolution, stored split by phase so that its strided reads become contiguous
 vectors. Rows take a vector of a divisor of their width (no masked tail); a row that
-fills at most half a vector (ResNet-18's 7 columns on AVX-512) is instead vectorized
-over output channels, from a weight packed channel-innermost at build time
-(``layout.py``), the whole row as the register tile. A kernel with no such reuse loop (a
-batch-1 matmul, a depthwise convolution) takes a tile of several vectors of the row
+does not split into whole vectors (ResNet-18's 56, 28, 14 and 7 columns on AVX-512) is
+instead vectorized over output channels, from a weight packed channel-innermost at build
+time (``layout.py``), a tile of columns (the whole row where it fits) accumulating. A
+kernel with no such reuse loop (a batch-1 matmul, a depthwise convolution) takes a tile of several vectors of the row
 itself; where the loops above the tile give fewer than two tiles per core, the threads
 run over all of them. A reduction that reads a padded intermediate with a stride along
 its row (a strided pooling) gets that intermediate phase-split and kept apart, as the
@@ -243,24 +243,32 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
     return (n_spatial - 1, rb, n_spatial - 1, xb, strided) if rb else None
 
 
+def _row_tile(extent: int, tile: int) -> int | None:
+    """Output columns per register tile when the tile is columns × one vector of output
+    channels: the whole row where it fits the tile, else its largest divisor in
+    [tile/2, tile] (ResNet-18's 56, 28 and 14 columns: 14 per tile), else None."""
+    if 1 < extent <= tile:
+        return extent
+    return next((d for d in range(tile, tile // 2 - 1, -1) if extent % d == 0), None)
+
+
 def _channel_plan(sch, block, lanes: int, tile: int):
-    """``(row index, row extent, channel index, lanes)``: a register tile of a whole narrow
-    row × one vector of output channels, or None.
+    """``(row index, row tile, channel index, lanes)``: a register tile of output columns
+    (:func:`_row_tile`) × one vector of output channels, or None.
 
     Needs a spatial loop other than the row whose extent fills whole vectors and along
-    which a read moves contiguously (a weight packed channel-innermost: ``layout.py``), and
-    a row that fits the tile."""
+    which a read moves contiguously (a weight packed channel-innermost: ``layout.py``)."""
     nest = _reduction_nest(sch, block)
     if nest is None:
         return None
     loops, n_spatial, realize = nest
-    row_extent = _extent(sch, loops[n_spatial - 1]) or 0
-    if not 1 < row_extent <= tile:
+    columns = _row_tile(_extent(sch, loops[n_spatial - 1]) or 0, tile)
+    if columns is None:
         return None
     for index in range(n_spatial - 2, -1, -1):
         if (_extent(sch, loops[index]) or 0) % lanes == 0 and \
                 _along(realize.block.reads, _bound_vars(sch, realize, loops[index])):
-            return n_spatial - 1, row_extent, index, lanes
+            return n_spatial - 1, columns, index, lanes
     return None
 
 
@@ -334,7 +342,7 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
         *plan, strided = plan
         for buffer, stride in strided:
             _phase_split(sch, root, buffer, stride)
-        if 2 * plan[3] <= lanes:  # a narrow row: over channels, where the weights allow it
+        if plan[3] < lanes:  # rows not whole vectors: over channels, where weights allow
             plan = _channel_plan(sch, red, lanes, tile) or plan
     else:
         plan = _channel_plan(sch, red, lanes, tile)
