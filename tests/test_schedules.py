@@ -138,7 +138,8 @@ def _conv_kernel(c, h, w, k, kernel, stride, pad):
 @pytest.mark.parametrize("shape", [
     (16, 14, 14, 32, 3, 1, 1),   # a 14-wide row: 14 lanes (or 7), no masked tail
     (32, 7, 7, 24, 3, 1, 1),     # ResNet-18's last stage: 7-column rows
-    (8, 32, 64, 16, 3, 2, 1),    # strided
+    (8, 32, 64, 16, 3, 2, 1),    # strided: the padded input stored and written by phase
+    (8, 31, 63, 16, 3, 2, 1),    # strided, an odd padded row: its phases differ in length
     (24, 16, 16, 40, 1, 1, 0),   # pointwise
     (3, 20, 36, 12, 7, 2, 3),    # a stem: 7x7, 3 input channels
 ])

@@ -301,6 +301,10 @@ def _phase_split(sch, root, buffer, stride: int) -> str | None:
                 index_dtype=str(shape[-1].ty))
             done, _ = _try("phase split", sch.transform_layout, block, ("write", 0),
                            index_map, 0.0)
+            if done:  # its loops in the new layout: contiguous vector stores (strided
+                # scatters else: a third of a stride-2 conv's time); skipped where the
+                # split pads the buffer (an odd row)
+                _try("phase split loops", sch.transform_block_layout, block, index_map)
             return sch.get(block).name_hint if done else None
     return None
 
