@@ -155,100 +155,78 @@ def test_a_task_keeps_the_faster_of_search_and_default_schedule(tuned_dir):
         assert task.status in ("tuned", "default")
 
 
-def test_default_schedule_record_replays_to_the_default_kernel(tmp_path, monkeypatch):
-    """Where no trial beats the default schedule (forced here: its measured time is
-    scaled down), the record is the default schedule's trace, and a build applying it gets
-    exactly the kernel a build without logs gets."""
-    import tvm
-
-    from tvm_cruise.autotune import host
-
-    real = host._measure_pair
-
-    def faster(*args):
-        times = real(*args)
-        return [times[0] * 1e-3, *times[1:]]
-
-    monkeypatch.setattr(host, "_measure_pair", faster)
-    model, inputs = _tiny()
-    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
-                       progress=lambda _m: None)
-    assert [t.status for t in report.tasks] == ["default"] and report.new_records == 1
-    assert "tvm-cruise's own schedules beat the search in 1" in report.summary()
-    from tvm.s_tir import meta_schedule as ms
-
-    from tvm_cruise.schedules.cpu import schedule_kernel
-
-    mod, target, _ = host.prepared_host_module(model, "llvm", example_inputs=inputs)
-    (task,) = ms.relax_integration.extract_tasks(mod, target)
-    db, _, _ = store.load_host_database([tmp_path], target, store.Skipped())
-    replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
-    default = schedule_kernel(task.dispatched[0]["main"], target)
-    tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
-    tuned, plain = _build_tiny(tmp_path), _build_tiny(False)
-    assert tuned.metadata["tuning"]["tuned_kernels"] == 1
-    x = inputs[0].numpy()
-    np.testing.assert_array_equal(tuned.run(x), plain.run(x))
-
-
-def test_a_trace_that_cannot_be_written_leaves_no_record(tmp_path, monkeypatch):
-    """A winning trace with no JSON form keeps no record (builds apply the default
-    schedule), rather than the slower trials."""
-    from tvm_cruise.autotune import host
-
-    real = host._measure_pair
-    monkeypatch.setattr(host, "_measure_pair",
-                        lambda *a: [t * (1e-3 if i == 0 else 1) for i, t in
-                                    enumerate(real(*a))])
-    monkeypatch.setattr(host, "_storable", lambda record: False)
-    model, inputs = _tiny()
-    lines = []
-    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
-                       progress=lines.append)
-    assert [(t.status, t.stored) for t in report.tasks] == [("default", False)]
-    assert report.new_records == 0 and "its trace cannot be written" in lines[-1]
-    assert _build_tiny(tmp_path).metadata["tuning"]["default_scheduled"] == 1
-
-
-class Strided(torch.nn.Module):
-    """A strided conv: its default schedule stores the padded input split by phase (a
-    transform_layout, whose index map MetaSchedule's own JSON writer cannot write)."""
+class ThreeKernels(torch.nn.Module):
+    """Three host kernels: a plain conv, a strided one, whose default schedule stores the
+    padded input split by phase (a transform_layout, whose index map MetaSchedule's own
+    JSON writer cannot write), and a pointwise one."""
 
     def __init__(self):
         super().__init__()
-        self.conv = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.conv = torch.nn.Conv2d(8, 16, 3, padding=1)
+        self.strided = torch.nn.Conv2d(16, 16, 3, stride=2, padding=1)
+        self.pointwise = torch.nn.Conv2d(16, 8, 1)
 
     def forward(self, x):
-        return self.conv(x)
+        return self.pointwise(self.strided(torch.relu(self.conv(x))))
 
 
-def test_layout_transforming_schedules_are_stored_and_replayed(tmp_path, monkeypatch):
-    """tvm-cruise writes such traces itself (records.record_json): the record is kept,
-    read back, and replays to the default kernel."""
+def _pointwise(record) -> bool:
+    return any(tuple(int(d) for d in p.ty.shape) == (8, 16, 1, 1)
+               for p in record.workload.mod["main"].params)
+
+
+def test_default_schedule_records_replay_to_the_default_kernels(tmp_path, monkeypatch):
+    """Where no trial beats the default schedule (forced here: its measured time is
+    scaled down), the record is the default schedule's trace: written by tvm-cruise where
+    it holds a layout transform (records.record_json), read back, replayed to exactly the
+    default kernel, and a build applying the records gets the results of a build without
+    logs. A winning trace with no JSON form (forced here for the pointwise kernel) keeps
+    no record, rather than the slower trials: builds apply the default schedule."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     from tvm_cruise.autotune import host
     from tvm_cruise.schedules.cpu import schedule_kernel
 
-    real = host._measure_pair
+    real_measure, real_storable = host._measure_pair, host._storable
     monkeypatch.setattr(host, "_measure_pair",
                         lambda *a: [t * (1e-3 if i == 0 else 1) for i, t in
-                                    enumerate(real(*a))])
-    model, inputs = Strided().eval(), (torch.randn(1, 8, 16, 16),)
-    report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
-                       progress=lambda _m: None)
-    assert [(t.status, t.picked, t.stored) for t in report.tasks] == [
-        ("default", "default", True)] and report.new_records == 1
+                                    enumerate(real_measure(*a))])
+    monkeypatch.setattr(host, "_storable",
+                        lambda record: not _pointwise(record) and real_storable(record))
+    torch.manual_seed(0)
+    model, inputs = ThreeKernels().eval(), (torch.randn(1, 8, 16, 16),)
+    lines = []
+    report = tune_host(model, "llvm", tmp_path, trials=3, example_inputs=inputs,
+                       progress=lines.append)
+    assert sorted((t.status, t.picked, t.stored) for t in report.tasks) == [
+        ("default", "default", False)] + [("default", "default", True)] * 2
+    assert report.new_records == 2 and "tvm-cruise's own schedules beat the search in 3" \
+        in report.summary()
+    assert sum("its trace cannot be written" in line for line in lines) == 1, lines
     mod, target, _ = host.prepared_host_module(model, "llvm", example_inputs=inputs)
-    (task,) = ms.relax_integration.extract_tasks(mod, target)
-    assert "T.transform_layout" not in task.dispatched[0].script()  # the trace adds it
+    tasks = ms.relax_integration.extract_tasks(mod, target)
     db, _, count = store.load_host_database([tmp_path], target, store.Skipped())
-    assert count == 1
-    replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
-    default = schedule_kernel(task.dispatched[0]["main"], target)
-    tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
-    assert "% T.int64(2)" in default.script()  # the phase split is in it
+    assert count == 2 and len(tasks) == 3
+    scripts = []
+    for task in tasks:
+        assert "T.transform_layout" not in task.dispatched[0].script()  # the trace adds it
+        replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
+        if replayed is None:  # the pointwise kernel's, not written
+            assert any(tuple(int(d) for d in p.ty.shape) == (8, 16, 1, 1)
+                       for p in task.dispatched[0]["main"].params)
+            continue
+        default = schedule_kernel(task.dispatched[0]["main"], target)
+        tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
+        scripts.append(default.script())
+    assert sum("% T.int64(2)" in script for script in scripts) == 1  # the phase split
+    build = dict(target="llvm", example_inputs=inputs, shipped_logs=False)
+    tuned = tvm_cruise.build(model, tuning_logs=tmp_path, **build)
+    plain = tvm_cruise.build(model, tuning_logs=False, **build)
+    assert tuned.metadata["tuning"]["tuned_kernels"] == 2
+    assert tuned.metadata["tuning"]["default_scheduled"] == 1
+    x = inputs[0].numpy()
+    np.testing.assert_array_equal(tuned.run(x), plain.run(x))
 
 
 def test_register_tile_variants_are_candidates(tmp_path):
@@ -499,13 +477,30 @@ def test_rpc_tracker_measures_a_small_task(tmp_path):
                                 str(port + 1)], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     server = None
+
+    def wait_for(ready, what):
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if ready():
+                    return
+            except Exception:  # noqa: BLE001 - not up yet
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the RPC {what} did not come up in 60 s")
+
+    def tracker_summary():
+        from tvm import rpc
+
+        return rpc.connect_tracker("127.0.0.1", port).summary()
+
     try:
-        time.sleep(3)
+        wait_for(tracker_summary, "tracker")
         server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--tracker",
                                    f"127.0.0.1:{port}", "--key", "cruise-test", "--host",
                                    "127.0.0.1"], env=env, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
-        time.sleep(4)
+        wait_for(lambda: "cruise-test" in str(tracker_summary()), "server")
         model, inputs = _tiny()
         report = tune_host(model, "llvm", tmp_path, trials=2, example_inputs=inputs,
                            rpc_tracker=f"127.0.0.1:{port}", rpc_key="cruise-test",

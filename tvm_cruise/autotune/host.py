@@ -263,6 +263,21 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
     return report
 
 
+_SMALL_BUDGET = 4  # trials per task up to which the search samples a small population
+
+
+def _strategy(budget: int):
+    """MetaSchedule's evolutionary search; for a budget of a few trials (smoke tests, CI)
+    with a population of 64 instead of 512: the population is what the cost model ranks
+    to pick the trials, and sampling 512 for 2 trials took 9 of a tiny task's 23 s here.
+    Larger budgets keep MetaSchedule's defaults (the shipped records were tuned so)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    if budget > _SMALL_BUDGET:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(population_size=64, init_min_unmeasured=16)
+
+
 def _search(task, budget: int, builder, runner, seed: int, quiet: bool) -> list:
     """MetaSchedule's records for ``task`` after ``budget`` trials (a fresh work dir)."""
     from tvm.s_tir import meta_schedule as ms
@@ -273,7 +288,7 @@ def _search(task, budget: int, builder, runner, seed: int, quiet: bool) -> list:
             contextlib.redirect_stdout(io.StringIO() if quiet else sys.stdout):
         drop_unnamed_meta_schedule_handlers()
         ctxs, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work, seed=seed)
+            [task], work, seed=seed, strategy=_strategy(budget))
         db = ms.tune.tune_tasks(
             tasks=ctxs, task_weights=weights, work_dir=work, max_trials_global=budget,
             num_trials_per_iter=min(budget, 16), builder=builder, runner=runner,
