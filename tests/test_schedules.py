@@ -218,7 +218,7 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     got = tvm_cruise.build(mod, "llvm", tuning_logs=False).run(data)
     from tvm_cruise.schedules import layout
 
-    monkeypatch.setattr(layout, "pack_conv_weights", lambda m, _target: m)
+    monkeypatch.setattr(layout, "pack_narrow_conv_weights", lambda m, _target: m)
     want = tvm_cruise.build(mod, "llvm", tuning_logs=False, default_schedules=False).run(data)
     assert np.array_equal(got, want)  # TVM's lowering of the unpacked convolution
     ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(data), torch.from_numpy(weight),

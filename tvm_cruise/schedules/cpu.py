@@ -25,11 +25,12 @@ vectors. Rows take a vector of a divisor of their width (no masked tail); a row 
 does not split into whole vectors (ResNet-18's 56, 28, 14 and 7 columns on AVX-512) is
 instead vectorized over output channels, from a weight packed channel-innermost at build
 time (``layout.py``), a tile of columns (the whole row where it fits) accumulating. A
-kernel with no such reuse loop (a batch-1 matmul, a depthwise convolution) takes a tile of several vectors of the row
-itself; where the loops above the tile give fewer than two tiles per core, the threads
-run over all of them. A reduction that reads a padded intermediate with a stride along
-its row (a strided pooling) gets that intermediate phase-split and kept apart, as the
-strided convolutions do.
+kernel with no such reuse loop (a batch-1 matmul, a depthwise convolution) takes a tile
+of several vectors of the row itself; where the loops above the tile give fewer than two
+tiles per core, the threads run over all of them. A reduction that reads a padded
+intermediate with a stride along its row (a strided pooling) gets that intermediate
+phase-split and kept apart, as the strided convolutions do; a phase-split intermediate
+is written in its new layout (contiguous stores) wherever the split leaves no padding.
 
 Every output element still accumulates its reduction in the same order as the
 unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
@@ -302,7 +303,7 @@ def _phase_split(sch, root, buffer, stride: int) -> str | None:
             done, _ = _try("phase split", sch.transform_layout, block, ("write", 0),
                            index_map, 0.0)
             if done:  # its loops in the new layout: contiguous vector stores (strided
-                # scatters else: a third of a stride-2 conv's time); skipped where the
+                # scatters else: 15-27% of a stride-2 conv's time); skipped where the
                 # split pads the buffer (an odd row)
                 _try("phase split loops", sch.transform_block_layout, block, index_map)
             return sch.get(block).name_hint if done else None

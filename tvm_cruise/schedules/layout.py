@@ -2,8 +2,8 @@
 
 A convolution whose output rows do not split into whole vectors (ResNet-18's 56, 28, 14
 and 7 columns on AVX-512's 16 lanes) leaves lanes idle when it vectorizes along the row:
-14 of 16 at best, 7 of 16 on the last stage. ``pack_conv_weights`` computes such a
-convolution from its constant weight packed at build time as
+14 of 16 at best, 7 of 16 on the last stage. ``pack_narrow_conv_weights`` computes such
+a convolution from its constant weight packed at build time as
 ``[O / lanes][kh][kw][I][lanes]`` (each block of ``lanes`` output channels innermost and
 contiguous), so the default schedule (``cpu._channel_plan``) vectorizes over output
 channels: one weight vector load serves a register tile of columns, every lane busy
@@ -63,7 +63,7 @@ def conv2d_packed(data, packed, strides, padding, dilation):
         name="conv2d_nchw")
 
 
-def pack_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
+def pack_narrow_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
     """``mod`` with every narrow-row fp32 NCHW convolution (:func:`narrow_rows`) computed
     from a packed constant weight (CPU hosts only; others unchanged)."""
     from .cpu import vector_shape
