@@ -170,9 +170,9 @@ class ThreeKernels(torch.nn.Module):
         return self.pointwise(self.strided(torch.relu(self.conv(x))))
 
 
-def _pointwise(record) -> bool:
-    return any(tuple(int(d) for d in p.ty.shape) == (8, 16, 1, 1)
-               for p in record.workload.mod["main"].params)
+def _pointwise(func) -> bool:
+    """Whether ``func`` is ThreeKernels' pointwise conv kernel (its 8x16x1x1 weight)."""
+    return any(tuple(int(d) for d in p.ty.shape) == (8, 16, 1, 1) for p in func.params)
 
 
 def test_default_schedule_records_replay_to_the_default_kernels(tmp_path, monkeypatch):
@@ -193,7 +193,8 @@ def test_default_schedule_records_replay_to_the_default_kernels(tmp_path, monkey
                         lambda *a: [t * (1e-3 if i == 0 else 1) for i, t in
                                     enumerate(real_measure(*a))])
     monkeypatch.setattr(host, "_storable",
-                        lambda record: not _pointwise(record) and real_storable(record))
+                        lambda record: not _pointwise(record.workload.mod["main"]) and
+                        real_storable(record))
     torch.manual_seed(0)
     model, inputs = ThreeKernels().eval(), (torch.randn(1, 8, 16, 16),)
     lines = []
@@ -213,8 +214,7 @@ def test_default_schedule_records_replay_to_the_default_kernels(tmp_path, monkey
         assert "T.transform_layout" not in task.dispatched[0].script()  # the trace adds it
         replayed = db.query_schedule(task.dispatched[0], target, task.task_name)
         if replayed is None:  # the pointwise kernel's, not written
-            assert any(tuple(int(d) for d in p.ty.shape) == (8, 16, 1, 1)
-                       for p in task.dispatched[0]["main"].params)
+            assert _pointwise(task.dispatched[0]["main"])
             continue
         default = schedule_kernel(task.dispatched[0]["main"], target)
         tvm.ir.assert_structural_equal(replayed.mod["main"].body, default.body)
