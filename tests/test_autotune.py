@@ -460,6 +460,18 @@ def test_tune_cli_npu_only_and_cuda_without_gpu(tmp_path):
         assert "none is visible here" in proc.stderr and "--rpc-tracker" in proc.stderr
 
 
+def test_another_schedule_replaces_the_default_only_beyond_the_margin():
+    from tvm_cruise.autotune.host import _MARGIN, _pick
+
+    assert _MARGIN == 0.03
+    assert _pick([1.0]) == 0
+    assert _pick([1.0, 0.98, 0.99]) == 0  # 2% faster: noise, the default stays
+    assert _pick([1.0, 0.98, 0.95, 0.96]) == 2  # 5% faster: the fastest wins
+    assert _pick([1.0, 1.0 - _MARGIN]) == 0  # exactly the margin is not beyond it
+    assert _pick([1.0, 1.5, 2.0]) == 0
+    assert _pick([2e-3, 1e-3]) == 1
+
+
 # -- RPC tracker and server on loopback -----------------------------------------------------------
 def _free_port():
     import socket
