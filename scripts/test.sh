@@ -7,9 +7,9 @@ export VENV=${VENV:-$PWD/.venv}
 bash scripts/setup_env.sh
 # Run from tests/ so `import tvm_cruise` resolves to the installed package, not the source tree.
 cd tests
-# One worker process per core (at most 4), each test file on one worker: the module-scoped
+# One worker process per logical CPU (at most 4), each test file on one worker: the module-scoped
 # builds and tuning logs are made once. Builds are mostly single-threaded; on a 2-core
 # AMD EPYC (znver3) this took the default suite from 1466 to 900 s. `-n 0` (after these
 # options) runs it in one process.
 exec "$VENV/bin/python" -m pytest -c ../pyproject.toml --rootdir .. \
-  --numprocesses auto --maxprocesses 4 --dist loadfile "$@"
+  --numprocesses logical --maxprocesses 4 --dist loadfile "$@"
