@@ -9,7 +9,7 @@ bash scripts/setup_env.sh
 cd tests
 # One worker process per logical CPU (at most 4), each test file on one worker: the module-scoped
 # builds and tuning logs are made once. Builds are mostly single-threaded; on a 2-core
-# AMD EPYC (znver3) this took the default suite from 1466 to 900 s. `-n 0` (after these
-# options) runs it in one process.
+# AMD EPYC (znver3) the default suite took 1466 s in one process, 900 and 1175 s (two
+# runs, a noisy VM) with two workers. `-n 0` (after these options) runs it in one process.
 exec "$VENV/bin/python" -m pytest -c ../pyproject.toml --rootdir .. \
   --numprocesses logical --maxprocesses 4 --dist loadfile "$@"
