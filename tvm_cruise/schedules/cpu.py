@@ -16,8 +16,9 @@ A kernel with one reduction block that reuses an operand across a spatial loop
 (convolutions: the input across output channels; matmuls: the weight across rows) gets a
 register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x``
 outputs (``f`` up to 16 output channels or rows, 8 on AVX2; ``x`` one vector of output
-columns) accumulates in registers over the whole reduction, each input vector loaded
-once for all ``f``; the
+columns; on AVX2, 4 × two vectors where the row holds pairs of vectors:
+:func:`_default_blocked`) accumulates in registers over the whole reduction, each input
+vector loaded once for all ``f``; the
 epilogue (bias, activation, residual) is applied as the tile is written out; padding is
 computed once (inlined, its bounds checks would stop the vectorization) and, for a
 strided convolution, stored split by phase so that its strided reads become contiguous
@@ -328,12 +329,13 @@ def _split_strided_inputs(sch, root) -> set[str]:
 
 
 def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
-                      row_vectors: int = 1):
+                      row_vectors: int = 1, rows_only: bool = False):
     """The register-blocked schedule (a ``Schedule``) of a one-reduction kernel (module
     docstring), or None when the kernel has no such block. ``tile`` caps the tile's
     channels (or rows), ``row_vectors`` > 1 makes it that many vectors wide (tuning jobs
     try such variants: :func:`blocked_variants`); None where the kernel does not allow
-    it."""
+    it. ``rows_only``: None unless the tile is whole vectors along the output row (not
+    over packed channels)."""
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     blocks = list(sch.get_child_blocks(root))
@@ -347,9 +349,11 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
         *plan, strided = plan
         for buffer, stride in strided:
             _phase_split(sch, root, buffer, stride)
+        if plan[3] < lanes and rows_only:
+            return None
         if plan[3] < lanes:  # rows not whole vectors: over channels, where weights allow
             plan = _channel_plan(sch, red, lanes, tile) or plan
-    else:
+    elif not rows_only:
         plan = _channel_plan(sch, red, lanes, tile)
     if plan is None:
         return None
@@ -420,7 +424,7 @@ def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
     default's accumulators."""
     (lanes, tile), cores = vector_shape(target), core_count(target)
     seen, out = set(), []
-    default = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile, cores)[1]
+    default = _default_blocked(func, lanes, tile, cores)
     if default is None:
         return []
     seen.add(tvm_ffi.structural_hash(default.mod))
@@ -440,6 +444,23 @@ def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
     return out
 
 
+def _default_blocked(func: tirx.PrimFunc, lanes: int, tile: int, cores: int):
+    """The default register-blocked schedule, or None. With 8 lanes (AVX2's 16 vector
+    registers) a tile vectorized along the output row is half the channels (rows) × two
+    vectors where the row splits into pairs of vectors: 4 broadcasts + 2 vector loads per
+    8 FMAs instead of 8 + 1. Measured on an AMD EPYC (znver3), min of 5 interleaved
+    rounds: perception CNN's convs 2414 -> 1996, 2235 -> 1913, 1797 -> 1658, 169 -> 150 us
+    (the fifth even: 1571 vs 1587), ResNet-18's stem 1684 -> 1415 us.
+    Rows that are not whole vectors, and tiles over packed channels, keep one vector (two
+    vectors over channels: up to 3.3x slower on ResNet-18's 3x3 convolutions)."""
+    if lanes == 8:
+        done, sch = _try("register-blocked schedule, two vectors wide", _blocked_schedule,
+                         func, lanes, tile // 2, cores, 2, True)
+        if done and sch is not None:
+            return sch
+    return _try("register-blocked schedule", _blocked_schedule, func, lanes, tile, cores)[1]
+
+
 def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
     """``func`` with the default CPU schedule, or None where no step applies."""
     sch = default_schedule(func, target)
@@ -453,9 +474,8 @@ def default_schedule(func: tirx.PrimFunc, target):
     """The default CPU schedule of ``func`` as a traced ``Schedule`` (its trace replays on
     the kernel: tuning jobs store it as a record where it beats the search), or None."""
     (lanes, tile), cores = vector_shape(target), core_count(target)
-    done, blocked = _try("register-blocked schedule", _blocked_schedule, func, lanes, tile,
-                         cores)
-    if done and blocked is not None:
+    blocked = _default_blocked(func, lanes, tile, cores)
+    if blocked is not None:
         return blocked
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
