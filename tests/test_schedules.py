@@ -169,12 +169,12 @@ def test_register_blocked_convolutions_are_bit_identical(shape):
 
 
 @pytest.mark.parametrize("size, stride, plan", [
-    (3, 1, (3, "ff")),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
-    (3, 2, (3, "ff")),    # the same, strided
-    (14, 1, (7, "ff")),   # 14 columns (ResNet-18's third stage on AVX-512: 14 of 16
-                          # lanes): tiles of 7 columns x 8 output channels
-    (8, 1, (8, "xx")),    # one whole row vector: OIHW weight, 8 output channels x 8 columns
-    (16, 1, (4, "xx")),   # two row vectors: 4 output channels x 2 vectors (AVX2 default)
+    (3, 1, (3, "ff", 1)),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
+    (3, 2, (3, "ff", 1)),    # the same, strided
+    (14, 1, (7, "ff", 1)),   # 14 columns (ResNet-18's third stage on AVX-512: 14 of 16
+                             # lanes): tiles of 7 columns x 8 output channels
+    (8, 1, (8, "xx", 1)),    # one whole row vector: OIHW weight, 8 output channels x 8 columns
+    (16, 1, (4, "xx", 2)),   # two row vectors: 4 output channels x 2 vectors (AVX2 default)
 ])
 def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, monkeypatch):
     """A convolution whose rows do not split into whole vectors reads its weight packed
@@ -211,11 +211,11 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
         ([4, 3, 3, 16, 8] if packed else [32, 16, 3, 3])  # [O/8][kh][kw][I][8] or OIHW
     new = schedule_kernel(conv, target)
     script = new.script()
-    # the register tile: `unrolled` accumulators, each a vector along `vectorized`
-    unrolled, vectorized = plan
+    # the register tile: `unrolled` x `vectors` accumulators, each a vector along `vectorized`
+    unrolled, vectorized, vectors = plan
     update = script[script.index("for rc, ry, rx"):]
-    pair = r"for xx_1 in T.unroll\(T.int64\(2\)\):\s+" if size == 16 else ""
-    inner = f"{vectorized}_{2 if pair else 1}"
+    pair = rf"for {vectorized}_1 in T.unroll\(T.int64\(2\)\):\s+" if vectors == 2 else ""
+    inner = f"{vectorized}_{vectors}"
     assert re.search(rf"for \w+ in T.unroll\(T.int64\({unrolled}\)\):\s+{pair}for {inner} "
                      r"in T.vectorized\(T.int64\(8\)\)", update), script
     data = rng.standard_normal((1, 16, size * stride, size * stride)).astype("float32")

@@ -347,10 +347,10 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
     plan = _blocked_plan(sch, red, lanes, tile)
     if plan is not None:
         *plan, strided = plan
+        if rows_only and plan[3] < lanes:
+            return None
         for buffer, stride in strided:
             _phase_split(sch, root, buffer, stride)
-        if plan[3] < lanes and rows_only:
-            return None
         if plan[3] < lanes:  # rows not whole vectors: over channels, where weights allow
             plan = _channel_plan(sch, red, lanes, tile) or plan
     elif not rows_only:
