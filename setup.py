@@ -33,7 +33,7 @@ TEST_REQUIRES = [
     "transformers==5.24.0",
     "onnxruntime",
     "pytest",
-    "pytest-xdist",  # scripts/test.sh runs the suite in one process per core
+    "pytest-xdist",  # scripts/test.sh runs the suite in one worker per logical CPU
     "hypothesis",
 ]
 

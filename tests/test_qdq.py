@@ -54,8 +54,9 @@ def _ort(path):
     DequantizeLinear executed, float ops between them -- the model's defined arithmetic.
     With graph optimizations on, ORT fuses the QDQ pairs into int8 kernels whose result
     depends on the CPU: on AVX2 without VNNI their 8-bit dot products saturate (measured
-    on an AMD EPYC, znver3: the symmetric per-channel digits model drops from 0.9806 to
-    0.9361 top-1 there; 0.9806 with AVX-512, and 0.9806 unfused on both)."""
+    on an AMD EPYC, znver3: the symmetric per-channel digits model scores 0.9361 top-1
+    fused, 0.9806 unfused; fused, it scored 0.9806 in docs/npu_compiler.md's 2026-12-02
+    measurement on another CPU)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
