@@ -351,6 +351,46 @@ def test_concurrent_writers_do_not_corrupt_a_log(tmp_path):
     assert {r["signature"] for r in lines} == {f"w{i}-{j}" for i in range(4) for j in range(20)}
 
 
+def test_pooled_builder_reuses_its_workers_and_reports_a_failed_build():
+    """The job's builder compiles on the same worker process from one build() call to the
+    next (LocalBuilder starts new ones per call, ~9 s each), its artifact computes the
+    kernel, and an input that does not compile is that input's error, not the call's."""
+    import os
+
+    import tvm
+    from tvm import te
+    from tvm.s_tir import meta_schedule as ms
+
+    from tvm_cruise.autotune.builder import PooledBuilder
+
+    def doubling(n):
+        a = te.placeholder((n,), name="a")
+        return te.create_prim_func([a, te.compute((n,), lambda i: a[i] * 2)])
+
+    mod = tvm.IRModule({"main": doubling(64)})
+    # a loop of unknown extent vectorized: LLVM codegen rejects it
+    sch = tvm.s_tir.Schedule(doubling(tvm.tirx.Var("n", "int64")))
+    sch.vectorize(sch.get_loops(sch.get_sblock("compute"))[0])
+    llvm = tvm.target.Target("llvm")
+    builder = PooledBuilder(1)
+    try:
+        pid = builder.pool.submit(os.getpid).result()
+        first = builder.build([ms.builder.BuilderInput(mod, llvm)])
+        second = builder.build([ms.builder.BuilderInput(sch.mod, llvm),
+                                ms.builder.BuilderInput(mod, llvm)])
+        assert builder.pool.submit(os.getpid).result() == pid
+    finally:
+        builder.close()
+    assert first[0].error_msg is None and second[1].error_msg is None
+    assert second[0].artifact_path is None and "build failed" in second[0].error_msg
+    assert "Failed to vectorize loop" in second[0].error_msg
+    lib = tvm.runtime.load_module(first[0].artifact_path)
+    x = tvm.runtime.tensor(np.arange(64, dtype="float32"))
+    y = tvm.runtime.tensor(np.zeros(64, dtype="float32"))
+    lib["main"](x, y)
+    np.testing.assert_array_equal(y.numpy(), np.arange(64, dtype="float32") * 2)
+
+
 # -- NPU tiling search -------------------------------------------------------------------------
 def test_npu_tiling_search_picks_the_fastest_and_is_reused(tmp_path, monkeypatch):
     """The search tries the heuristic's tiling and more, keeps the one with the fewest

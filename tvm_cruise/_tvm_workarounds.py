@@ -37,12 +37,12 @@ def _cheap_inspect_stack():
 @functools.lru_cache(maxsize=None)
 def preload_tensor_intrinsics() -> None:
     """Import ``tvm.s_tir.tensor_intrin`` (dlight's GPU matmul rule for fp16 does, and so
-    do MetaSchedule's tune contexts and every LocalBuilder worker, per build).
+    do MetaSchedule's tune contexts and its build function, in every builder worker).
 
     Its ~500 TVMScript functions each call ``inspect.stack()``: 80 s on this project's
     2-core machine (measured), 5 s with the stand-in above. In a builder worker the 80 s
-    exceed MetaSchedule's 30 s build timeout, so every trial fails; tuning jobs pass this
-    function as the builder's initializer.
+    exceed MetaSchedule's 30 s build timeout, so every trial fails; the tuning job's builder
+    runs this function as each worker's initializer (``autotune.builder``).
     """
     with _cheap_inspect_stack():
         import tvm.s_tir.tensor_intrin  # noqa: F401

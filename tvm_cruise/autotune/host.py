@@ -25,6 +25,7 @@ from typing import Callable
 from ..env import logger
 from ..errors import BuildError
 from ..schedules import records as store
+from .builder import PooledBuilder
 
 
 @dataclass
@@ -225,53 +226,56 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
     skipped = store.Skipped()
     existing, _, _ = store.load_host_database([log_dir], tvm_target, skipped)
     workers = workers or os.cpu_count() or 1
-    builder = ms.builder.LocalBuilder(max_workers=workers,
-                                      initializer=preload_tensor_intrinsics)
     runner = _runner(tvm_target, rpc_tracker, rpc_key, workers)
-    total_weight = sum(t.weight for t in tasks)
-    start = time.perf_counter()
-    order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].weight, tasks[i].task_name))
-    budgets = {i: max(2, math.ceil(trials * tasks[i].weight / total_weight)) for i in order}
-    planned, planned_done = sum(budgets.values()), 0
-    for n, i in enumerate(order, 1):
-        task = tasks[i]
-        result = TaskResult(task.task_name, int(task.weight))
-        report.tasks.append(result)
-        tuned_before = existing is not None and existing.query_tuning_record(
-            task.dispatched[0], tvm_target, task.task_name) is not None
-        if tuned_before and not retune:
-            result.status = "skipped"
-            planned -= budgets[i]
+    # Its worker processes serve every build of the job (a fresh one costs ~9 s: builder.py).
+    builder = PooledBuilder(workers)
+    try:
+        total_weight = sum(t.weight for t in tasks)
+        start = time.perf_counter()
+        order = sorted(range(len(tasks)), key=lambda i: (-tasks[i].weight, tasks[i].task_name))
+        budgets = {i: max(2, math.ceil(trials * tasks[i].weight / total_weight)) for i in order}
+        planned, planned_done = sum(budgets.values()), 0
+        for n, i in enumerate(order, 1):
+            task = tasks[i]
+            result = TaskResult(task.task_name, int(task.weight))
+            report.tasks.append(result)
+            tuned_before = existing is not None and existing.query_tuning_record(
+                task.dispatched[0], tvm_target, task.task_name) is not None
+            if tuned_before and not retune:
+                result.status = "skipped"
+                planned -= budgets[i]
+                progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
+                         "already tuned (use --retune)")
+                continue
+            elapsed = time.perf_counter() - start
+            if time_budget is not None and elapsed >= time_budget:
+                result.status = "not reached"
+                continue
+            budget = budgets[i]
+            progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
+                     f"{budget} trials ...")
+            records = _search(task, budget, builder, runner, seed, quiet)
+            keep = _keep_faster(task, tvm_target, records, builder, runner, result)
+            if keep:
+                report.new_records += store.write_host_records(
+                    log_dir, tvm_target, [(keep[0].workload, keep)])
+            elif result.status == "default":
+                pass  # no record: builds apply the default schedule anyway
+            else:
+                result.status = "failed"
+                logger.warning("host task %s: every trial failed to build or run", task.task_name)
+            elapsed = time.perf_counter() - start
+            planned_done += budget
+            # ETA from the seconds per planned trial so far, over the trials still planned.
+            eta = elapsed / planned_done * max(planned - planned_done, 0)
+            if time_budget is not None:
+                eta = min(eta, max(time_budget - elapsed, 0.0))
             progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
-                     "already tuned (use --retune)")
-            continue
-        elapsed = time.perf_counter() - start
-        if time_budget is not None and elapsed >= time_budget:
-            result.status = "not reached"
-            continue
-        budget = budgets[i]
-        progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
-                 f"{budget} trials ...")
-        records = _search(task, budget, builder, runner, seed, quiet)
-        keep = _keep_faster(task, tvm_target, records, builder, runner, result)
-        if keep:
-            report.new_records += store.write_host_records(
-                log_dir, tvm_target, [(keep[0].workload, keep)])
-        elif result.status == "default":
-            pass  # no record: builds apply the default schedule anyway
-        else:
-            result.status = "failed"
-            logger.warning("host task %s: every trial failed to build or run", task.task_name)
-        elapsed = time.perf_counter() - start
-        planned_done += budget
-        # ETA from the seconds per planned trial so far, over the trials still planned.
-        eta = elapsed / planned_done * max(planned - planned_done, 0)
-        if time_budget is not None:
-            eta = min(eta, max(time_budget - elapsed, 0.0))
-        progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: "
-                 f"{result.trials} trials, best {_best_text(result)}, "
-                 f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")
-    report.seconds = time.perf_counter() - start
+                     f"{result.trials} trials, best {_best_text(result)}, "
+                     f"{elapsed:.0f} s elapsed, ETA {eta:.0f} s")
+        report.seconds = time.perf_counter() - start
+    finally:
+        builder.close()
     return report
 
 
