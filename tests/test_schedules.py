@@ -168,6 +168,39 @@ def test_register_blocked_convolutions_are_bit_identical(shape):
     assert np.array_equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+def test_chunked_reduction_variants_sweep_the_row_per_chunk(stride):
+    """Tuning candidates: the default tile with the input channels in chunks of 8 and 16,
+    every tile of the row swept per chunk (the row's accumulators in a local buffer), still
+    bit-identical to TVM's lowering; a conv with no more input channels than a chunk gets
+    no such variant."""
+    import tvm
+
+    from tvm_cruise.schedules.cpu import blocked_variants
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # AVX2
+    func = _conv_kernel(32, 8 * stride, 32 * stride, 16, 3, stride, 1).with_attr(
+        "global_symbol", "main")
+    variants = dict(blocked_variants(func, target))
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+            for p in func.params]
+    outs = []
+    for size in (8, 16):
+        script = variants[f"default tile, reduction in chunks of {size}"].mod.script()
+        # chunk loop, then the row's tiles (2 of 4 x 2 vectors), then the chunk's channels
+        assert f"for rc_0, xx_0, rc_1, ry, rx in T.grid({32 // size}, 2, {size}, 3, 3)" \
+            in script, script
+    for f in (func, variants["default tile, reduction in chunks of 8"].mod["main"]):
+        lib = tvm.compile(tvm.IRModule({"main": f}), target=target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*tensors)
+        outs.append(tensors[-1].numpy())
+    assert np.abs(outs[0]).max() > 0 and np.array_equal(outs[0], outs[1])
+    few = _conv_kernel(8, 8, 32, 16, 3, 1, 1).with_attr("global_symbol", "main")
+    assert not any("chunks" in label for label, _ in blocked_variants(few, target))
+
+
 @pytest.mark.parametrize("size, stride, plan", [
     (3, 1, (3, "ff", 1)),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
     (3, 2, (3, "ff", 1)),    # the same, strided
