@@ -400,12 +400,12 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
     threads = 1
     for loop in outer[:-1]:
         threads *= _extent(sch, loop) or 1
+    first = reduce[0]  # the loop the reduction's init goes above
     if threads < 2 * cores:  # too few tiles above the last loop: threads over all of them
         outer = [sch.fuse(*outer)] if len(outer) > 1 else outer
         sch.reverse_compute_at(out, outer[-1])
         sch.parallel(outer[-1])
     else:
-        first = reduce[0]
         extent = _extent(sch, first) or 0
         if chunk and tile_index != vector_index and extent > chunk and extent % chunk == 0:
             first, chunk_inner = sch.split(first, [None, chunk])
@@ -415,10 +415,9 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
             sch.reverse_compute_at(out, outer[-1])
         if not _parallel(sch, outer[:-1]):
             return None
-        reduce[0] = first
     sch.vectorize(x_inner)
     sch.unroll(f_inner)
-    init = sch.decompose_reduction(red, reduce[0])
+    init = sch.decompose_reduction(red, first)
     for block in (init, out):
         _try("vectorize", sch.vectorize, sch.get_loops(block)[-1])
     done = {sch.get(b).name_hint for b in (red, init, out)}
@@ -448,24 +447,23 @@ def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
     if default is None:
         return []
     seen.add(tvm_ffi.structural_hash(default.mod))
+
+    def add(label: str, sch) -> None:  # a distinct kernel only (a variant may not apply)
+        key = None if sch is None else tvm_ffi.structural_hash(sch.mod)
+        if key is not None and key not in seen:
+            seen.add(key)
+            out.append((label, sch))
+
     for size in _CHUNKS:  # the default's tile, its reduction swept in chunks
-        done, sch = _try("chunked variant", _default_blocked, func, lanes, tile, cores, size)
-        if done and sch is not None and tvm_ffi.structural_hash(sch.mod) not in seen:
-            seen.add(tvm_ffi.structural_hash(sch.mod))
-            out.append((f"default tile, reduction in chunks of {size}", sch))
+        add(f"default tile, reduction in chunks of {size}",
+            _default_blocked(func, lanes, tile, cores, size))
     for cap in sorted({tile, tile // 2, tile // 4}, reverse=True):
         for vectors in (1, 2, 3):
             if cap < 2 or cap * vectors > tile * 3 // 2:
                 continue
-            done, sch = _try("blocked variant", _blocked_schedule, func, lanes, cap, cores,
-                             vectors)
-            if not done or sch is None:
-                continue
-            key = tvm_ffi.structural_hash(sch.mod)
-            if key not in seen:
-                seen.add(key)
-                out.append((f"blocked tile <= {cap} x {vectors} vector"
-                            f"{'s' if vectors > 1 else ''}", sch))
+            add(f"blocked tile <= {cap} x {vectors} vector{'s' if vectors > 1 else ''}",
+                _try("blocked variant", _blocked_schedule, func, lanes, cap, cores,
+                     vectors)[1])
     return out
 
 
