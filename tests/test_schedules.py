@@ -135,6 +135,22 @@ def _conv_kernel(c, h, w, k, kernel, stride, pad):
     return te.create_prim_func([data, weight, bias, out])
 
 
+def _outputs(funcs, target):
+    """The output of each kernel in ``funcs`` (same signature) on the same random inputs."""
+    import tvm
+
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
+            for p in funcs[0].params]
+    outs = []
+    for f in funcs:
+        lib = tvm.compile(tvm.IRModule({"main": f}), target=target)
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        lib["main"](*tensors)
+        outs.append(tensors[-1].numpy())
+    return outs
+
+
 @pytest.mark.parametrize("shape", [
     (16, 14, 14, 32, 3, 1, 1),   # a 14-wide row: 14 lanes (or 7), no masked tail
     (32, 7, 7, 24, 3, 1, 1),     # ResNet-18's last stage: 7-column rows
@@ -155,15 +171,7 @@ def test_register_blocked_convolutions_are_bit_identical(shape):
     script = new.script()
     assert 'scope="local"' in script and "T.unroll" in script and "T.vectorized" in script
     assert "T.parallel" in script
-    rng = np.random.default_rng(0)
-    args = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
-            for p in func.params]
-    outs = []
-    for f in (func, new):
-        lib = tvm.compile(tvm.IRModule({"main": f}), target=target)
-        tensors = [tvm.runtime.tensor(a) for a in args]
-        lib["main"](*tensors)
-        outs.append(tensors[-1].numpy())
+    outs = _outputs([func, new], target)
     assert np.abs(outs[0]).max() > 0
     assert np.array_equal(outs[0], outs[1])
 
@@ -182,20 +190,13 @@ def test_chunked_reduction_variants_sweep_the_row_per_chunk(stride):
     func = _conv_kernel(32, 8 * stride, 32 * stride, 16, 3, stride, 1).with_attr(
         "global_symbol", "main")
     variants = dict(blocked_variants(func, target))
-    rng = np.random.default_rng(0)
-    args = [rng.standard_normal([int(d) for d in p.ty.shape]).astype("float32")
-            for p in func.params]
-    outs = []
     for size in (8, 16):
         script = variants[f"default tile, reduction in chunks of {size}"].mod.script()
         # chunk loop, then the row's tiles (2 of 4 x 2 vectors), then the chunk's channels
         assert f"for rc_0, xx_0, rc_1, ry, rx in T.grid({32 // size}, 2, {size}, 3, 3)" \
             in script, script
-    for f in (func, variants["default tile, reduction in chunks of 8"].mod["main"]):
-        lib = tvm.compile(tvm.IRModule({"main": f}), target=target)
-        tensors = [tvm.runtime.tensor(a) for a in args]
-        lib["main"](*tensors)
-        outs.append(tensors[-1].numpy())
+    outs = _outputs([func, variants["default tile, reduction in chunks of 8"].mod["main"]],
+                    target)
     assert np.abs(outs[0]).max() > 0 and np.array_equal(outs[0], outs[1])
     few = _conv_kernel(8, 8, 32, 16, 3, 1, 1).with_attr("global_symbol", "main")
     assert not any("chunks" in label for label, _ in blocked_variants(few, target))
