@@ -202,6 +202,38 @@ def test_chunked_reduction_variants_sweep_the_row_per_chunk(stride):
     assert not any("chunks" in label for label, _ in blocked_variants(few, target))
 
 
+@pytest.mark.parametrize("shape, rows_outer", [
+    # 16 -> 16, 3x3/2 on 32x32: the padded input (74 KB) read again by each of 4 channel
+    # groups costs more than the weight (9 KB) read again for each of 16 output rows
+    ((16, 32, 32, 16, 3, 2, 1), True),
+    # 128 -> 128 on 6x16: the weight (590 KB) for each of 6 rows would cost more than the
+    # input (74 KB) for each of 32 channel groups
+    ((128, 6, 16, 128, 3, 1, 1), False),
+])
+def test_loop_order_follows_the_bytes_read_again(shape, rows_outer):
+    """The default tile's outer loops: output rows outside the groups of output channels
+    where that reads fewer bytes again (schedules.cpu._rows_outer_pays), else the other way
+    round; the tuning job gets the other order as a variant. Both stay bit-identical to
+    TVM's lowering."""
+    import tvm
+
+    from tvm_cruise.schedules.cpu import blocked_variants
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # AVX2
+    func = _conv_kernel(*shape).with_attr("global_symbol", "main")
+    fused = {True: "nn_yy_ff_0_fused", False: "nn_ff_0_yy_fused"}
+    script = schedule_kernel(func, target).script()
+    assert f"for {fused[rows_outer]} in T.parallel" in script, script
+    other = ("default tile, channel groups outside the rows" if rows_outer else
+             "default tile, rows outside the channel groups")
+    variants = dict(blocked_variants(func, target))
+    assert f"for {fused[not rows_outer]} in T.parallel" in variants[other].mod.script()
+    assert f"{other}, reduction in chunks of 8" in variants
+    outs = _outputs([func, schedule_kernel(func, target), variants[other].mod["main"]], target)
+    assert np.abs(outs[0]).max() > 0
+    assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
+
+
 @pytest.mark.parametrize("size, stride, plan", [
     (3, 1, (3, "ff", 1)),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
     (3, 2, (3, "ff", 1)),    # the same, strided
@@ -209,14 +241,16 @@ def test_chunked_reduction_variants_sweep_the_row_per_chunk(stride):
                              # lanes): tiles of 7 columns x 8 output channels
     (8, 1, (8, "xx", 1)),    # one whole row vector: OIHW weight, 8 output channels x 8 columns
     (16, 1, (4, "xx", 2)),   # two row vectors: 4 output channels x 2 vectors (AVX2 default)
+    (16, 2, (8, "ff", 1)),   # the same rows, strided (AVX2): over packed output channels,
+                             # 8 columns x 8 channels, no phase-split input
 ])
 def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, monkeypatch):
-    """A convolution whose rows do not split into whole vectors reads its weight packed
-    channel-innermost at build time (schedules.layout) and is vectorized over output
-    channels, a tile of columns accumulated in registers; rows of whole vectors keep
-    row vectors and the OIHW weight (on AVX2, 4 channels x 2 vectors where the row holds
-    pairs of vectors). Results stay bit-identical to TVM's lowering of the original
-    convolution."""
+    """A convolution whose rows do not split into whole vectors, or (on AVX2) that strides
+    along them, reads its weight packed channel-innermost at build time (schedules.layout)
+    and is vectorized over output channels, a tile of columns accumulated in registers;
+    other rows of whole vectors keep row vectors and the OIHW weight (on AVX2, 4 channels
+    x 2 vectors where the row holds pairs of vectors). Results stay bit-identical to TVM's
+    lowering of the original convolution."""
     import re
 
     import tvm
@@ -252,11 +286,14 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     inner = f"{vectorized}_{vectors}"
     assert re.search(rf"for \w+ in T.unroll\(T.int64\({unrolled}\)\):\s+{pair}for {inner} "
                      r"in T.vectorized\(T.int64\(8\)\)", update), script
+    if stride > 1:  # the padded input: split by phase for row vectors only
+        pad = re.search(r"pad_temp = T.sblock_alloc_buffer\(\((.*?)\)\)", script).group(1)
+        assert pad.count("T.int64") == (4 if packed else 5), script
     data = rng.standard_normal((1, 16, size * stride, size * stride)).astype("float32")
     got = tvm_cruise.build(mod, "llvm", tuning_logs=False).run(data)
     from tvm_cruise.schedules import layout
 
-    monkeypatch.setattr(layout, "pack_narrow_conv_weights", lambda m, _target: m)
+    monkeypatch.setattr(layout, "pack_conv_weights", lambda m, _target: m)
     want = tvm_cruise.build(mod, "llvm", tuning_logs=False, default_schedules=False).run(data)
     assert np.array_equal(got, want)  # TVM's lowering of the unpacked convolution
     ref = torch.relu(torch.nn.functional.conv2d(torch.from_numpy(data), torch.from_numpy(weight),

@@ -61,21 +61,21 @@ def legalize_passes() -> list:
 
 
 def host_rewrites(mod, target, fast_math: bool = True):
-    """The Relax rewrites of the host part before legalization (CPU hosts): narrow-row
-    convolutions' weights packed (``schedules.layout``), and, with ``fast_math``, exp /
+    """The Relax rewrites of the host part before legalization (CPU hosts): the weights of
+    convolutions vectorized over output channels packed (``schedules.layout``), and, with ``fast_math``, exp /
     erf / tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
     Bindings keep their names (the report maps kernels back to ops through them)."""
     from .schedules.fastmath import fast_math as fast_math_rewrite
-    from .schedules.layout import pack_narrow_conv_weights
+    from .schedules.layout import pack_conv_weights
 
-    mod = pack_narrow_conv_weights(mod, target)
+    mod = pack_conv_weights(mod, target)
     return fast_math_rewrite(mod, target) if fast_math else mod
 
 
 def host_kernels(mod, target, database=None, fast_math: bool = True):
     """Legalize and fuse the host part, then apply tuned records kernel by kernel.
 
-    Narrow-row convolutions read weights packed at build time first
+    Convolutions vectorized over output channels read weights packed at build time first
     (``schedules.layout``), and, with ``fast_math``, exp / erf / tanh and the ops made of
     them are computed from vectorizable polynomial forms (``schedules.fastmath``), so
     tuning jobs and builds see the same kernels.

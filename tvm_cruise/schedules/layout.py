@@ -1,14 +1,22 @@
 """Build-time weight packing for CPU host kernels (a Relax rewrite before legalization).
 
-A convolution whose output rows do not split into whole vectors (ResNet-18's 56, 28, 14
-and 7 columns on AVX-512's 16 lanes) leaves lanes idle when it vectorizes along the row:
-14 of 16 at best, 7 of 16 on the last stage. ``pack_narrow_conv_weights`` computes such
-a convolution from its constant weight packed at build time as
-``[O / lanes][kh][kw][I][lanes]`` (each block of ``lanes`` output channels innermost and
-contiguous), so the default schedule (``cpu._channel_plan``) vectorizes over output
-channels: one weight vector load serves a register tile of columns, every lane busy
-(ResNet-18's 3x3 convolutions of 56, 28 and 14 columns: 10-12% faster per kernel on
-AVX-512). Rows of whole vectors keep their OIHW weight (packed, they measured no faster).
+Some convolutions are better vectorized over output channels than along their output
+rows; ``pack_conv_weights`` computes each of them from its constant weight packed at build
+time as ``[O / lanes][kh][kw][I][lanes]`` (each block of ``lanes`` output channels
+innermost and contiguous), so the default schedule (``cpu._channel_plan``) loads one
+weight vector per input element for a register tile of columns, every lane busy:
+
+- rows that do not split into whole vectors (ResNet-18's 56, 28, 14 and 7 columns on
+  AVX-512's 16 lanes) would leave lanes idle along the row: 14 of 16 at best, 7 of 16 on
+  the last stage (ResNet-18's 3x3 convolutions of 56, 28 and 14 columns: 10-12% faster per
+  kernel on AVX-512);
+- strided convolutions on 8-lane targets (AVX2) would read their input rows with a stride:
+  along the row that needs the padded input stored split by phase, and over channels it
+  is read one broadcast element at a time, stride or not (the perception CNN's 3x3/2
+  convolutions on an AMD EPYC, znver3: 64->64 on 64x128 1380 -> 1055 us, 128->128 on
+  32x64 1280 -> 1121 us). Not measured on AVX-512, so left as it was there.
+
+Other rows of whole vectors keep their OIHW weight (packed, they measured no faster).
 The convolution is the same sum in the same order (input channel, kernel row, kernel
 column) as TOPI's ``conv2d_nchw``, so results stay bit-identical to TVM's lowering of the
 original convolution.
@@ -24,15 +32,17 @@ from ..byoc.rewrite import rebuild_main
 from ..byoc.rules import is_constant, static_shape
 
 
-def narrow_rows(out_width: int, out_channels: int, lanes: int, tile: int) -> bool:
-    """Whether a convolution is better vectorized over output channels: its rows do not
-    split into whole vectors (a row vector would leave lanes idle), a register tile of
-    columns fits them (``cpu._row_tile``), and the channels fill whole vectors."""
+def over_channels(out_width: int, out_channels: int, stride: int, lanes: int,
+                  tile: int) -> bool:
+    """Whether a convolution is better vectorized over output channels (module docstring):
+    its rows do not split into whole vectors, or it strides along them on an 8-lane
+    target; and a register tile of columns fits its rows (``cpu._row_tile``) and its
+    channels fill whole vectors."""
     from .cpu import _row_block, _row_tile
 
     row = _row_block(out_width, lanes)
-    return (row is None or row < lanes) and _row_tile(out_width, tile) is not None and \
-        out_channels % lanes == 0
+    return (row is None or row < lanes or (stride > 1 and lanes == 8)) and \
+        _row_tile(out_width, tile) is not None and out_channels % lanes == 0
 
 
 def pack_weight(weight: np.ndarray, lanes: int) -> np.ndarray:
@@ -63,9 +73,10 @@ def conv2d_packed(data, packed, strides, padding, dilation):
         name="conv2d_nchw")
 
 
-def pack_narrow_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
-    """``mod`` with every narrow-row fp32 NCHW convolution (:func:`narrow_rows`) computed
-    from a packed constant weight (CPU hosts only; others unchanged)."""
+def pack_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
+    """``mod`` with every fp32 NCHW convolution better vectorized over output channels
+    (:func:`over_channels`) computed from a packed constant weight (CPU hosts only; others
+    unchanged)."""
     from .cpu import vector_shape
 
     if "gpu" in target.keys or target.kind.name != "llvm":
@@ -86,7 +97,7 @@ def pack_narrow_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
             return None
         out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
         if out is None or len(out) != 4 or static_shape(data.ty) is None or \
-                not narrow_rows(out[3], out[1], lanes, tile):
+                not over_channels(out[3], out[1], int(attrs.strides[1]), lanes, tile):
             return None
         packed = relax.const(pack_weight(weight.value.numpy(), lanes))
         call = bb.call_te(conv2d_packed, data, packed,
