@@ -192,8 +192,9 @@ def test_chunked_reduction_variants_sweep_the_row_per_chunk(stride):
     variants = dict(blocked_variants(func, target))
     for size in (8, 16):
         script = variants[f"default tile, reduction in chunks of {size}"].mod.script()
-        # chunk loop, then the row's tiles (2 of 4 x 2 vectors), then the chunk's channels
-        assert f"for rc_0, xx_0, rc_1, ry, rx in T.grid({32 // size}, 2, {size}, 3, 3)" \
+        # chunk loop, then the row's tiles (4 of 4 channels x 1 vector x 2 output rows),
+        # then the chunk's channels
+        assert f"for rc_0, xx_0, rc_1, ry, rx in T.grid({32 // size}, 4, {size}, 3, 3)" \
             in script, script
     outs = _outputs([func, variants["default tile, reduction in chunks of 8"].mod["main"]],
                     target)
@@ -221,7 +222,7 @@ def test_loop_order_follows_the_bytes_read_again(shape, rows_outer):
 
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # AVX2
     func = _conv_kernel(*shape).with_attr("global_symbol", "main")
-    fused = {True: "nn_yy_ff_0_fused", False: "nn_ff_0_yy_fused"}
+    fused = {True: "nn_yy_0_ff_0_fused", False: "nn_ff_0_yy_0_fused"}  # rows in pairs
     script = schedule_kernel(func, target).script()
     assert f"for {fused[rows_outer]} in T.parallel" in script, script
     other = ("default tile, channel groups outside the rows" if rows_outer else
@@ -234,13 +235,37 @@ def test_loop_order_follows_the_bytes_read_again(shape, rows_outer):
     assert np.array_equal(outs[0], outs[1]) and np.array_equal(outs[0], outs[2])
 
 
+def test_two_row_tiles_only_where_the_rows_share_an_operand():
+    """A register tile over two output rows saves loads only where an operand does not
+    move with those rows (a conv's weight, broadcast to both); a batched matmul's batch
+    loop shares neither operand, so no variant tiles over it, while a conv's do."""
+    import tvm
+    from tvm import te, topi
+
+    from tvm_cruise.schedules.cpu import blocked_variants
+
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # AVX2
+    a = te.placeholder((4, 32, 64), name="a")
+    b = te.placeholder((4, 64, 32), name="b")
+    bmm = te.create_prim_func([a, b, topi.nn.batch_matmul(a, b, transpose_b=False)])
+    labels = [label for label, _ in blocked_variants(bmm.with_attr("global_symbol", "main"),
+                                                     target)]
+    assert labels and not any("output rows" in label for label in labels)
+    assert "yy_1 in T.unroll" not in schedule_kernel(bmm.with_attr("global_symbol", "main"),
+                                                     target).script()
+    conv = _conv_kernel(16, 8, 16, 16, 3, 1, 1).with_attr("global_symbol", "main")
+    assert "for yy_1 in T.unroll(2)" in schedule_kernel(conv, target).script()
+    assert any("x 2 output rows" in label for label, _ in blocked_variants(conv, target))
+
+
 @pytest.mark.parametrize("size, stride, plan", [
     (3, 1, (3, "ff", 1)),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
     (3, 2, (3, "ff", 1)),    # the same, strided
     (14, 1, (7, "ff", 1)),   # 14 columns (ResNet-18's third stage on AVX-512: 14 of 16
                              # lanes): tiles of 7 columns x 8 output channels
-    (8, 1, (8, "xx", 1)),    # one whole row vector: OIHW weight, 8 output channels x 8 columns
-    (16, 1, (4, "xx", 2)),   # two row vectors: 4 output channels x 2 vectors (AVX2 default)
+    (8, 1, (4, "xx", 1)),    # one whole row vector: OIHW weight, 4 output channels x 2
+                             # output rows x 8 columns (AVX2 default)
+    (16, 1, (4, "xx", 1)),   # two row vectors: the same tile
     (16, 2, (8, "ff", 1)),   # the same rows, strided (AVX2): over packed output channels,
                              # 8 columns x 8 channels, no phase-split input
 ])
@@ -249,8 +274,8 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     along them, reads its weight packed channel-innermost at build time (schedules.layout)
     and is vectorized over output channels, a tile of columns accumulated in registers;
     other rows of whole vectors keep row vectors and the OIHW weight (on AVX2, 4 channels
-    x 2 vectors where the row holds pairs of vectors). Results stay bit-identical to TVM's
-    lowering of the original convolution."""
+    x 1 vector x 2 output rows). Results stay bit-identical to TVM's lowering of the
+    original convolution."""
     import re
 
     import tvm
@@ -282,7 +307,7 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     # the register tile: `unrolled` x `vectors` accumulators, each a vector along `vectorized`
     unrolled, vectorized, vectors = plan
     update = script[script.index("for rc, ry, rx"):]
-    pair = rf"for {vectorized}_1 in T.unroll\(T.int64\(2\)\):\s+" if vectors == 2 else ""
+    pair = r"for yy_1 in T.unroll\(T.int64\(2\)\):\s+" if not packed else ""  # 2 rows
     inner = f"{vectorized}_{vectors}"
     assert re.search(rf"for \w+ in T.unroll\(T.int64\({unrolled}\)\):\s+{pair}for {inner} "
                      r"in T.vectorized\(T.int64\(8\)\)", update), script

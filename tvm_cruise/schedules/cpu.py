@@ -16,13 +16,15 @@ A kernel with one reduction block that reuses an operand across a spatial loop
 (convolutions: the input across output channels; matmuls: the weight across rows) gets a
 register-blocked schedule first (:func:`_blocked_schedule`): a tile of ``f × x``
 outputs (``f`` up to 16 output channels or rows, 8 on AVX2; ``x`` one vector of output
-columns; on AVX2, 4 × two vectors where the row holds pairs of vectors:
-:func:`_default_blocked`) accumulates in registers over the whole reduction, each input
-vector loaded once for all ``f``; the
-epilogue (bias, activation, residual) is applied as the tile is written out; padding is
-computed once (inlined, its bounds checks would stop the vectorization) and, for a
-strided convolution, stored split by phase so that its strided reads become contiguous
-vectors. Rows take a vector of a divisor of their width (no masked tail); a row that
+columns; on AVX2, 4 channels × one vector × two output rows, else 4 × two vectors where
+the row holds pairs of vectors: :func:`_default_blocked`) accumulates in registers over
+the whole reduction, each input vector loaded once for all ``f``; the loops over output
+rows run outside or inside the loop over channel groups, whichever reads fewer bytes again
+(:func:`_rows_outer_pays`); the epilogue (bias, activation, residual) is applied as the
+tile is written out; padding is computed once (inlined, its bounds checks would stop the
+vectorization) and, for a strided convolution read along its rows, stored split by phase
+so that its strided reads become contiguous vectors (on AVX2 strided convolutions are
+vectorized over packed output channels instead: ``layout.py``). Rows take a vector of a divisor of their width (no masked tail); a row that
 does not split into whole vectors (ResNet-18's 56, 28, 14 and 7 columns on AVX-512) is
 instead vectorized over output channels, from a weight packed channel-innermost at build
 time (``layout.py``), a tile of columns (the whole row where it fits) accumulating. A
@@ -330,7 +332,7 @@ def _split_strided_inputs(sch, root) -> set[str]:
 
 def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
                       row_vectors: int = 1, rows_only: bool = False, chunk: int = 0,
-                      rows_outer: bool | None = None):
+                      rows_outer: bool | None = None, tile_rows: int = 1):
     """The register-blocked schedule (a ``Schedule``) of a one-reduction kernel (module
     docstring), or None when the kernel has no such block. ``tile`` caps the tile's
     channels (or rows), ``row_vectors`` > 1 makes it that many vectors wide (tuning jobs
@@ -343,7 +345,10 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
     the same order; where the split does not apply, the schedule is the unchunked one.
     ``rows_outer`` puts the loops over output rows (and batch) outside the loop over
     groups of output channels instead of inside it; None chooses by the bytes each order
-    reads again (:func:`_rows_outer_pays`)."""
+    reads again (:func:`_rows_outer_pays`). ``tile_rows`` > 1 makes the tile that many
+    output rows tall (the innermost spatial loop other than the tile's two whose rows
+    share an operand: a conv's output rows share its weight); None where there is no such
+    loop or the tile's channels (columns) would not be full."""
     sch = tvm.s_tir.Schedule(func, debug_mask=0)
     root = sch.get_sblock("root")
     blocks = list(sch.get_child_blocks(root))
@@ -407,11 +412,27 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
                                              if row_vectors > 1 else [None, vb])
     outer = [f_outer if i == tile_index else x_outer if i == vector_index else lp
              for i, lp in enumerate(spatial)]
+    y_inner = []  # with tile_rows > 1: the tile's output rows, unrolled
+    if tile_rows > 1:  # rows that share an operand (a conv's weight; not a batch's heads)
+        realize = _realize(sch, loops)
+        shared = [r for r in realize.block.reads if r.source.scope() != "local"]
+
+        def shares(i: int) -> bool:
+            bound = _bound_vars(sch, realize, loops[i])
+            return any(not any(_uses(d.min, v) for d in r.region for v in bound)
+                       for r in shared)
+
+        rows = [i for i in range(n_spatial) if i not in (tile_index, vector_index) and
+                (_extent(sch, spatial[i]) or 0) % tile_rows == 0 and
+                (_extent(sch, spatial[i]) or 0) > tile_rows and shares(i)]
+        if tile_index == vector_index or not rows or tb * row_vectors < tile:
+            return None  # (the rows multiply a full tile of channels or columns only)
+        outer[rows[-1]], *y_inner = sch.split(spatial[rows[-1]], [None, tile_rows])
     if rows_outer and tile_index != vector_index:  # rows (and batch) outermost, then the
         pair = sorted((tile_index, vector_index))   # tile's two loops in their order
         outer = [lp for i, lp in enumerate(outer) if i not in pair] + [outer[i] for i in pair]
-    sch.reorder(*outer, *reduce, f_inner, *x_mid, x_inner)
-    for loop in x_mid:
+    sch.reorder(*outer, *reduce, f_inner, *y_inner, *x_mid, x_inner)
+    for loop in y_inner + x_mid:
         sch.unroll(loop)
     threads = 1
     for loop in outer[:-1]:
@@ -528,20 +549,33 @@ def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
             add(f"blocked tile <= {cap} x {vectors} vector{'s' if vectors > 1 else ''}",
                 _try("blocked variant", _blocked_schedule, func, lanes, cap, cores,
                      vectors)[1])
+    for cap, vectors in ((tile // 2, 1), (tile // 4, 2)):  # tiles over two output rows
+        if cap >= 2:
+            add(f"blocked tile <= {cap} x {vectors} vector{'s' if vectors > 1 else ''} x 2 "
+                "output rows", _try("blocked variant", _blocked_schedule, func, lanes, cap,
+                                    cores, vectors, False, 0, None, 2)[1])
     return out
 
 
 def _default_blocked(func: tirx.PrimFunc, lanes: int, tile: int, cores: int, chunk: int = 0,
                      rows_outer: bool | None = None):
     """The default register-blocked schedule, or None. With 8 lanes (AVX2's 16 vector
-    registers) a tile vectorized along the output row is half the channels (rows) × two
-    vectors where the row splits into pairs of vectors: 4 broadcasts + 2 vector loads per
-    8 FMAs instead of 8 + 1. Measured on an AMD EPYC (znver3), min of 5 interleaved
-    rounds: perception CNN's convs 2414 -> 1996, 2235 -> 1913, 1797 -> 1658, 169 -> 150 us
-    (the fifth even: 1571 vs 1587), ResNet-18's stem 1684 -> 1415 us.
-    Rows that are not whole vectors, and tiles over packed channels, keep one vector (two
-    vectors over channels: up to 3.3x slower on ResNet-18's 3x3 convolutions)."""
+    registers) a tile vectorized along the output row is half the channels × one vector ×
+    two output rows, where the rows share an operand (a conv's weight: 4 broadcasts + 2
+    vector loads per 8 FMAs instead of 8 + 1, and a smaller input footprint per tile than
+    two vectors of one row). Measured on an AMD EPYC (znver3), min of 7 interleaved rounds
+    against 4 × two vectors (or 8 × one where the row is an odd number of vectors):
+    ResNet-18's 64->64 3x3 convs on 56x56 2620 -> 1900 and 2248 -> 1675 us, the perception
+    CNN's stride-1 convs 2426 -> 2191 and 2236 -> 2133 us. Else half the channels (rows) ×
+    two vectors where the row splits into pairs of vectors (measured before: perception
+    CNN's convs 2414 -> 1996, 2235 -> 1913, 1797 -> 1658, 169 -> 150 us against 8 × one).
+    Tiles over packed channels keep one vector and one row (two vectors over channels: up
+    to 3.3x slower on ResNet-18's 3x3 convolutions; two rows: no faster, the stem slower)."""
     if lanes == 8:
+        done, sch = _try("register-blocked schedule, two output rows", _blocked_schedule,
+                         func, lanes, tile // 2, cores, 1, True, chunk, rows_outer, 2)
+        if done and sch is not None:
+            return sch
         done, sch = _try("register-blocked schedule, two vectors wide", _blocked_schedule,
                          func, lanes, tile // 2, cores, 2, True, chunk, rows_outer)
         if done and sch is not None:
