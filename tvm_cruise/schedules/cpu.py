@@ -24,10 +24,11 @@ rows run outside or inside the loop over channel groups, whichever reads fewer b
 tile is written out; padding is computed once (inlined, its bounds checks would stop the
 vectorization) and, for a strided convolution read along its rows, stored split by phase
 so that its strided reads become contiguous vectors (on AVX2 strided convolutions are
-vectorized over packed output channels instead: ``layout.py``). Rows take a vector of a divisor of their width (no masked tail); a row that
-does not split into whole vectors (ResNet-18's 56, 28, 14 and 7 columns on AVX-512) is
-instead vectorized over output channels, from a weight packed channel-innermost at build
-time (``layout.py``), a tile of columns (the whole row where it fits) accumulating. A
+vectorized over packed output channels instead: ``layout.py``). Rows take a vector of a
+divisor of their width (no masked tail); a row that does not split into whole vectors
+(ResNet-18's 56, 28, 14 and 7 columns on AVX-512) is instead vectorized over output
+channels, from a weight packed channel-innermost at build time (``layout.py``), a tile
+of columns (the whole row where it fits) accumulating. A
 kernel with no such reuse loop (a batch-1 matmul, a depthwise convolution) takes a tile
 of several vectors of the row itself; where the loops above the tile give fewer than two
 tiles per core, the threads run over all of them. A reduction that reads a padded
@@ -519,7 +520,9 @@ def blocked_variants(func: tirx.PrimFunc, target) -> list[tuple[str, object]]:
     (``autotune.host``): the default's tile with its reduction in chunks (``_CHUNKS``),
     the default's tile in the loop order the estimate did not choose (rows or channel
     groups outermost: :func:`_rows_outer_pays`; also in chunks of 8), narrower tiles,
-    tiles two or three vectors wide, up to 1.5x the default's accumulators."""
+    tiles two or three vectors wide, up to 1.5x the default's accumulators, and tiles
+    over two output rows (half the default's channels or columns × one vector, a quarter ×
+    two vectors)."""
     (lanes, tile), cores = vector_shape(target), core_count(target)
     seen, out = set(), []
     default = _default_blocked(func, lanes, tile, cores)
