@@ -574,13 +574,10 @@ def _default_blocked(func: tirx.PrimFunc, lanes: int, tile: int, cores: int, chu
     CNN's convs 2414 -> 1996, 2235 -> 1913, 1797 -> 1658, 169 -> 150 us against 8 × one).
     Tiles over packed channels keep one vector and one row (two vectors over channels: up
     to 3.3x slower on ResNet-18's 3x3 convolutions; two rows: no faster, the stem slower)."""
-    if lanes == 8:
-        done, sch = _try("register-blocked schedule, two output rows", _blocked_schedule,
-                         func, lanes, tile // 2, cores, 1, True, chunk, rows_outer, 2)
-        if done and sch is not None:
-            return sch
-        done, sch = _try("register-blocked schedule, two vectors wide", _blocked_schedule,
-                         func, lanes, tile // 2, cores, 2, True, chunk, rows_outer)
+    for what, vectors, rows in ((("two output rows", 1, 2), ("two vectors wide", 2, 1))
+                                if lanes == 8 else ()):
+        done, sch = _try(f"register-blocked schedule, {what}", _blocked_schedule, func, lanes,
+                         tile // 2, cores, vectors, True, chunk, rows_outer, rows)
         if done and sch is not None:
             return sch
     return _try("register-blocked schedule", _blocked_schedule, func, lanes, tile, cores, 1,
