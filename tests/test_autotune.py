@@ -50,6 +50,16 @@ def _tile_variants_where_asked(request, monkeypatch):
         monkeypatch.setattr(cpu, "blocked_variants", lambda func, target: [])
 
 
+@pytest.fixture(autouse=True)
+def _two_measuring_rounds(monkeypatch):
+    """Tuning jobs measure their candidates in ``_ROUNDS`` (5) alternating rounds; these
+    tests check what the job does with the measurements, not the machine's noise, so two
+    rounds do (the 5 rounds cost the default suite ~30 s)."""
+    from tvm_cruise.autotune import host
+
+    monkeypatch.setattr(host, "_ROUNDS", 2)
+
+
 @pytest.fixture
 def cruise_log():
     """What the tvm_cruise logger says during a test (it does not propagate to root)."""
@@ -87,8 +97,14 @@ def tuned_dir(tmp_path_factory):
     lines = []
     ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
     ms_logger.addHandler(logging.NullHandler())
-    report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
-                       progress=lines.append)
+    from tvm_cruise.autotune import host
+
+    rounds, host._ROUNDS = host._ROUNDS, 2  # as _two_measuring_rounds (module scope)
+    try:
+        report = tune_host(model, "llvm", path, trials=4, example_inputs=inputs,
+                           progress=lines.append)
+    finally:
+        host._ROUNDS = rounds
     assert report.new_records > 0, lines
     assert lines and "trials, best" in lines[-1] and "ETA" in lines[-1]
     assert lines[0].startswith("[....................]   0% [1/") and "tuning" in lines[0]
