@@ -120,6 +120,11 @@ def _bound_vars(sch, realize, loop) -> list:
             if _uses(value, var)]
 
 
+def _moves_with(region, bound) -> bool:
+    """Whether any axis of ``region`` moves with one of the iter vars ``bound``."""
+    return any(_uses(r.min, v) for r in region.region for v in bound)
+
+
 def _along(regions, bound) -> bool:
     """Whether one of ``regions`` moves along its last axis with the iter vars ``bound``."""
     return any(r.region and any(_uses(r.region[-1].min, v) for v in bound) for r in regions)
@@ -228,8 +233,7 @@ def _blocked_plan(sch, block, lanes: int, tile: int):
         return None
 
     def independent(region, loop) -> bool:
-        bound = _bound_vars(sch, realize, loop)
-        return not any(_uses(r.min, v) for r in region.region for v in bound)
+        return not _moves_with(region, _bound_vars(sch, realize, loop))
 
     reads = list(realize.block.reads)
     vectors = [r for r in reads if not independent(r, row)]   # loaded as vectors
@@ -415,19 +419,20 @@ def _blocked_schedule(func: tirx.PrimFunc, lanes: int, tile: int, cores: int,
              for i, lp in enumerate(spatial)]
     y_inner = []  # with tile_rows > 1: the tile's output rows, unrolled
     if tile_rows > 1:  # rows that share an operand (a conv's weight; not a batch's heads)
+        if tile_index == vector_index or tb * row_vectors < tile:
+            return None  # (the rows multiply a full tile of channels or columns only)
         realize = _realize(sch, loops)
         shared = [r for r in realize.block.reads if r.source.scope() != "local"]
 
         def shares(i: int) -> bool:
             bound = _bound_vars(sch, realize, loops[i])
-            return any(not any(_uses(d.min, v) for d in r.region for v in bound)
-                       for r in shared)
+            return any(not _moves_with(r, bound) for r in shared)
 
         rows = [i for i in range(n_spatial) if i not in (tile_index, vector_index) and
                 (_extent(sch, spatial[i]) or 0) % tile_rows == 0 and
                 (_extent(sch, spatial[i]) or 0) > tile_rows and shares(i)]
-        if tile_index == vector_index or not rows or tb * row_vectors < tile:
-            return None  # (the rows multiply a full tile of channels or columns only)
+        if not rows:
+            return None
         outer[rows[-1]], *y_inner = sch.split(spatial[rows[-1]], [None, tile_rows])
     if rows_outer and tile_index != vector_index:  # rows (and batch) outermost, then the
         pair = sorted((tile_index, vector_index))   # tile's two loops in their order
@@ -494,8 +499,7 @@ def _rows_outer_pays(sch, loops, n_spatial: int, tile_index: int, tile: int,
         total = 0
         for region in realize.block.reads:
             buffer = region.source
-            if buffer.scope() == "local" or any(_uses(r.min, v) for r in region.region
-                                               for v in free_of):
+            if buffer.scope() == "local" or _moves_with(region, free_of):
                 continue
             size = tvm.DataType(str(buffer.dtype)).bits // 8
             for dim in buffer.ty.shape:
