@@ -22,6 +22,7 @@ from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .backend import backend_for
 from .byoc.precision import check_layer_precision
+from .link import build_executable
 from .driver import AcceleratorStage, Compilation, verify_stage
 from .runtime import CompiledModel
 from .schedules.cpu import ATTR as DEFAULT_SCHEDULE_ATTR
@@ -270,7 +271,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     }
     compilation.mod = attach_metadata(compilation.mod, metadata)
     mod = compilation.run("finalize").mod
-    executable = tvm.relax.build(mod, tvm_target, relax_pipeline=None)
+    executable = build_executable(mod, tvm_target)
     logger.info("built %s for %s: %d/%d host kernels tuned", imported.name, resolved.name,
                 tuned, total)
     compiled = CompiledModel(executable, metadata)

@@ -47,8 +47,13 @@ NUM_THREADS = Knob("TVM_NUM_THREADS", "",
                    "the logical CPUs on x86 (it assumes two hyperthreads per core), which is "
                    "1 thread on a 2-vCPU machine whose vCPUs are cores")
 
+BUILD_JOBS = Knob("TVM_CRUISE_BUILD_JOBS", "",
+                  "threads that generate a build's host code (LLVM), each a share of the "
+                  "kernels; 1 builds them in one module as TVM does (default: the CPUs this "
+                  "process may run on, at most 8)")
+
 KNOBS = (LOG_LEVEL, TUNING_LOGS, NVCC, CROSS_CC, ALLOW_BAD_DEPS, CALIBRATION_CACHE,
-         NUM_THREADS)
+         NUM_THREADS, BUILD_JOBS)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
            "error": logging.ERROR}
