@@ -317,13 +317,12 @@ def test_a_record_that_does_not_apply_falls_back(tuned_dir, cruise_log, monkeypa
     kernel on its default schedule with a warning, not fail the build."""
     import tvm
 
-    def broken(self, sch, remove_postproc=False):
+    from tvm.s_tir.schedule import Trace
+
+    def broken(json_obj, sch):
         raise tvm.s_tir.ScheduleError("the loop was not found")
 
-    trace_cls = type(store.load_host_database(
-        [tuned_dir[0]], tvm_cruise.targets.resolve_target("llvm").tvm_target,
-        store.Skipped())[0].get_all_tuning_records()[0].trace)
-    monkeypatch.setattr(trace_cls, "apply_to_schedule", broken)
+    monkeypatch.setattr(Trace, "apply_json_to_schedule", staticmethod(broken))
     art = _build_tiny(tuned_dir[0])
     tuning = art.metadata["tuning"]
     assert tuning["tuned_kernels"] == 0 and len(tuning["failed_records"]) == 1
@@ -368,6 +367,45 @@ def test_concurrent_writers_do_not_corrupt_a_log(tmp_path):
     lines, bad = store.read_json_lines(store.npu_dir(tmp_path, spec) / store.TILING_FILE)
     assert bad == 0 and len(lines) == 80
     assert {r["signature"] for r in lines} == {f"w{i}-{j}" for i in range(4) for j in range(20)}
+
+
+def test_a_damaged_workload_line_costs_only_its_own_records(tmp_path):
+    """Records name their workload by its line: a damaged line must not shift the others
+    (every later record would land on the wrong kernel), and a merge into the log keeps
+    every line where it was. On a copy of a shipped record set (45 workloads)."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    shipped = store.host_record_dirs(store.shipped_log_dir())[0]
+    clean = tmp_path / "clean" / "host" / shipped.name
+    shutil.copytree(shipped, clean)
+    damaged_root = tmp_path / "damaged"
+    folder = damaged_root / "host" / shipped.name
+    shutil.copytree(shipped, folder)
+    lines = (folder / store.WORKLOAD_FILE).read_text().splitlines()
+    lines[0] = lines[0][:30]  # a truncated line, where it was
+    (folder / store.WORKLOAD_FILE).write_text("\n".join(lines) + "\n")
+    target = tvm.target.Target(store.read_stamp(folder)["target"])
+    records, _ = store.read_json_lines(folder / store.RECORD_FILE)
+    of_first = sum(r[0] == 0 for r in records)
+
+    skipped = store.Skipped()
+    damaged, _, count = store.host_records([damaged_root], target, skipped)
+    reference, _, total = store.host_records([tmp_path / "clean"], target, store.Skipped())
+    assert of_first > 0 and count == total - of_first == len(records) - of_first
+    assert skipped.to_dict() == {"unreadable lines in host logs": 1 + of_first}
+    for line in lines[1:]:
+        mod = ms.database.Workload.from_json(json.loads(line)).mod
+        tvm.ir.assert_structural_equal(damaged.schedule(mod), reference.schedule(mod))
+
+    db, _, _ = store.load_host_database([tmp_path / "clean"], target, store.Skipped())
+    rec = db.get_all_tuning_records()[-1]
+    faster = ms.database.TuningRecord(rec.trace, rec.workload, [1e-9], rec.target,
+                                      rec.args_info)
+    assert store.merge_host_records(damaged_root, folder.name, store.read_stamp(folder),
+                                    [(rec.workload, [faster])]) == 1
+    assert (folder / store.WORKLOAD_FILE).read_text().splitlines() == lines
+    assert len((folder / store.RECORD_FILE).read_text().splitlines()) == len(records) + 1
 
 
 def test_pooled_builder_reuses_its_workers_and_reports_a_failed_build():

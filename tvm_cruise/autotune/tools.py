@@ -13,7 +13,8 @@ from ..schedules import records as store
 def _host_sets(root: Path):
     for folder in store.host_record_dirs(root):
         stamp = store.read_stamp(folder) or {}
-        workloads, bad_w = store.read_json_lines(folder / store.WORKLOAD_FILE)
+        # unreadable workload lines stay as None: records name their workload by its line
+        workloads, bad_w = store.read_json_lines(folder / store.WORKLOAD_FILE, keep_places=True)
         records, bad_r = store.read_json_lines(folder / store.RECORD_FILE)
         yield folder, stamp, workloads, records, bad_w + bad_r
 
@@ -53,7 +54,8 @@ def list_logs(root: Path) -> list[str]:
             us = _best_us(rec)
             if us is not None and isinstance(rec[0], int):
                 best[rec[0]] = min(us, best.get(rec[0], us))
-        lines.append(f"  {len(workloads)} workloads, {len(records)} records"
+        readable = sum(w is not None for w in workloads)
+        lines.append(f"  {readable} workloads, {len(records)} records"
                      + (f", {bad} unreadable lines" if bad else ""))
         for idx, us in sorted(best.items()):
             lines.append(f"    workload {idx}: best {us:.1f} us (measured by the tuning job)")
@@ -86,7 +88,7 @@ def merge_logs(sources: list[Path], dest: Path) -> dict:
             parsed = []
             for item in workloads:
                 try:
-                    parsed.append(ms.database.Workload.from_json(item))
+                    parsed.append(None if item is None else ms.database.Workload.from_json(item))
                 except Exception:
                     parsed.append(None)
             groups: dict = {}

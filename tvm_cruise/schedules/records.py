@@ -102,8 +102,10 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def read_json_lines(path: Path) -> tuple[list, int]:
-    """``(parsed lines, unreadable lines)``; a missing file is empty."""
+def read_json_lines(path: Path, keep_places: bool = False) -> tuple[list, int]:
+    """``(parsed lines, unreadable lines)``; a missing file is empty. ``keep_places``: an
+    unreadable line stays in the list as None, so the others keep their indices (records
+    name their workload by its line)."""
     if not path.is_file():
         return [], 0
     good, bad = [], 0
@@ -116,7 +118,25 @@ def read_json_lines(path: Path) -> tuple[list, int]:
                 good.append(json.loads(line))
             except json.JSONDecodeError:
                 bad += 1
+                if keep_places:
+                    good.append(None)
     return good, bad
+
+
+def _lines_as_written(path: Path) -> tuple[list[str], list]:
+    """``(non-empty lines, each parsed or None)`` of a JSON-lines file."""
+    texts, parsed = [], []
+    if path.is_file():
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.strip()
+                if line:
+                    texts.append(line)
+                    try:
+                        parsed.append(json.loads(line))
+                    except json.JSONDecodeError:
+                        parsed.append(None)
+    return texts, parsed
 
 
 def read_stamp(folder: Path) -> dict | None:
@@ -176,14 +196,28 @@ def host_record_dirs(root: Path) -> list[Path]:
     return sorted(p for p in (root / "host").glob("*") if p.is_dir())
 
 
-def load_host_database(roots: list[Path], target, skipped: Skipped):
-    """A MetaSchedule MemoryDatabase of every usable host record for ``target``."""
+@dataclass
+class _Entry:
+    """One usable host record, still as JSON: its workload's line and the record's body."""
+
+    workload: list       # [structural hash, serialized TIR module]
+    record: list         # [trace, run_secs, target, args_info]
+    mean_secs: float     # how MetaSchedule ranks records of one workload
+
+
+def _usable_host_records(roots: list[Path], target, skipped: Skipped):
+    """``({workload hash: [_Entry]}, folders opened, usable records)`` for ``target``.
+
+    Record sets of another TVM or target are judged by their stamp before their files are
+    read (the package ships sets for several CPUs); records are checked as JSON (readable,
+    of a readable workload, tuned for this target, measured) and left unparsed as TIR, which
+    is most of the cost: only the records a build looks up are turned into schedules."""
     import tvm
-    from tvm.s_tir import meta_schedule as ms
 
     want = canonical_target(target)
     want_key = host_key(target)
-    db = ms.database.MemoryDatabase()
+    targets_seen: dict[str, bool] = {}
+    by_hash: dict[str, list[_Entry]] = {}
     opened, count = [], 0
     foreign: Counter = Counter()
     for root in roots:
@@ -192,47 +226,135 @@ def load_host_database(roots: list[Path], target, skipped: Skipped):
             if stamp is None or stamp.get("format") != LOG_FORMAT:
                 skipped.add(f"host record sets without a valid stamp ({folder})")
                 continue
-            workloads, bad_w = read_json_lines(folder / WORKLOAD_FILE)
-            records, bad_r = read_json_lines(folder / RECORD_FILE)
             if stamp.get("tvm") != tvm.__version__:
                 skipped.add(f"host records written by TVM {stamp.get('tvm')} (this is TVM "
-                            f"{tvm.__version__})", len(records))
+                            f"{tvm.__version__})", _count_lines(folder / RECORD_FILE))
                 continue
             if folder.name != want_key and stamp.get("target") != want:
                 if root.resolve() != shipped_log_dir().resolve():
-                    foreign[folder.name] += len(records)  # the package ships other CPUs'
-                continue
+                    foreign[folder.name] += _count_lines(folder / RECORD_FILE)
+                continue  # the package ships other CPUs' sets: not a problem
+            workloads, bad_w = read_json_lines(folder / WORKLOAD_FILE, keep_places=True)
+            records, bad_r = read_json_lines(folder / RECORD_FILE)
             skipped.add("unreadable lines in host logs", bad_w + bad_r)
-            parsed_w = []
-            for item in workloads:
-                try:
-                    wl = ms.database.Workload.from_json(item)
-                    db.commit_workload(wl.mod)
-                    parsed_w.append(wl)
-                except Exception:  # a damaged workload line: skip it, keep the rest
-                    parsed_w.append(None)
-                    skipped.add("unreadable lines in host logs")
             for item in records:
                 try:
-                    wl = parsed_w[int(item[0])]
-                    if wl is None:
-                        raise ValueError("record of an unreadable workload")
-                    rec = ms.database.TuningRecord.from_json(item[1], wl)
-                    if rec.target is not None and canonical_target(rec.target) != want:
-                        skipped.add("host records tuned for another target")
-                        continue
-                    if not rec.run_secs or min(float(s) for s in rec.run_secs) >= 1e9:
+                    index, body = item
+                    workload = workloads[int(index)]
+                    if not (isinstance(workload, list) and len(workload) == 2 and
+                            isinstance(body, list) and len(body) == 4):
+                        raise ValueError("not a record")
+                    trace, run_secs, rec_target = body[0], body[1], body[2]
+                    if rec_target is not None:
+                        key = json.dumps(rec_target, sort_keys=True)
+                        if key not in targets_seen:
+                            targets_seen[key] = canonical_target(
+                                tvm.target.Target(rec_target)) == want
+                        if not targets_seen[key]:
+                            skipped.add("host records tuned for another target")
+                            continue
+                    secs = [float(s) for s in run_secs or []]
+                    if not secs or min(secs) >= 1e9:
                         skipped.add("host records of failed measurements")
                         continue
-                    db.commit_tuning_record(rec)
-                    count += 1
-                except Exception:
+                    if not isinstance(trace, list):
+                        raise ValueError("not a trace")
+                except Exception:  # a damaged line: skip it, keep the rest
                     skipped.add("unreadable lines in host logs")
+                    continue
+                by_hash.setdefault(str(workload[0]), []).append(
+                    _Entry(workload, body, sum(secs) / len(secs)))
+                count += 1
             opened.append(str(folder))
     if foreign and not count:
         # Logs hold records, none for this host: the user most likely expected them to apply.
         skipped.add(f"host records tuned for other targets ({', '.join(sorted(foreign))}; "
                     f"this build's host is {want_key})", sum(foreign.values()))
+    return by_hash, opened, count
+
+
+def _count_lines(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for line in f if line.strip())
+    except OSError:
+        return 0
+
+
+class HostRecords:
+    """The host records a build may use, turned into schedules only when looked up.
+
+    ``schedule(mod)`` gives the kernel of ``mod`` (an IRModule holding one PrimFunc as
+    ``main``) scheduled by its best record, as MetaSchedule's database would pick it (the
+    lowest mean run time among records of a structurally equal workload), or None."""
+
+    def __init__(self, by_hash: dict, count: int):
+        self._by_hash = by_hash
+        self.count = count
+        self._workloads: dict[int, object] = {}
+
+    def _workload_mod(self, entry: _Entry):
+        from tvm.s_tir import meta_schedule as ms
+
+        key = id(entry.workload)
+        if key not in self._workloads:
+            self._workloads[key] = ms.database.Workload.from_json(entry.workload).mod
+        return self._workloads[key]
+
+    def best(self, mod) -> tuple[object, list] | None:
+        """``(workload module, trace JSON)`` of the best record for ``mod``, or None."""
+        import tvm_ffi
+
+        entries = self._by_hash.get(str(tvm_ffi.structural_hash(mod)), [])
+        for entry in sorted(entries, key=lambda e: e.mean_secs):
+            workload = self._workload_mod(entry)
+            if tvm_ffi.structural_equal(workload, mod):
+                return workload, entry.record[0]
+        return None
+
+    def schedule(self, mod):
+        """The scheduled PrimFunc, or None where no record matches; raises where the best
+        record's trace does not apply."""
+        import tvm
+        from tvm.s_tir.schedule import Trace
+
+        found = self.best(mod)
+        if found is None:
+            return None
+        workload, trace = found
+        sch = tvm.s_tir.Schedule(workload, debug_mask=0)
+        Trace.apply_json_to_schedule(trace, sch)
+        (func,) = sch.mod.functions.values()
+        return func
+
+
+def host_records(roots: list[Path], target, skipped: Skipped):
+    """``(HostRecords or None, folders opened, usable records)``: what builds use."""
+    by_hash, opened, count = _usable_host_records(roots, target, skipped)
+    return (HostRecords(by_hash, count) if count else None), opened, count
+
+
+def load_host_database(roots: list[Path], target, skipped: Skipped):
+    """A MetaSchedule MemoryDatabase of every usable host record for ``target`` (what
+    tuning jobs and the log tools use; builds use :func:`host_records`)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    by_hash, opened, _ = _usable_host_records(roots, target, skipped)
+    db = ms.database.MemoryDatabase()
+    count = 0
+    for entries in by_hash.values():
+        parsed: dict[int, object] = {}
+        for entry in entries:
+            try:
+                key = id(entry.workload)
+                if key not in parsed:
+                    parsed[key] = ms.database.Workload.from_json(entry.workload)
+                    db.commit_workload(parsed[key].mod)
+                db.commit_tuning_record(
+                    ms.database.TuningRecord.from_json(entry.record, parsed[key]))
+                count += 1
+            except Exception:  # a workload or trace that does not parse: skip it, keep the rest
+                skipped.add("unreadable lines in host logs")
     return (db if count else None), opened, count
 
 
@@ -269,13 +391,13 @@ def merge_host_records(root: Path, key: str, stamp: dict, workloads_and_records)
     lock, deduplicated, files rewritten atomically; returns the records added."""
     folder = root / "host" / key
     with locked(root):
-        existing_w, _ = read_json_lines(folder / WORKLOAD_FILE)
-        existing_r, _ = read_json_lines(folder / RECORD_FILE)
-        w_lines = [json.dumps(w, separators=(",", ":")) for w in existing_w]
+        # Lines are kept as they are, unreadable ones too (records name their workload by
+        # its line, and only `tvm-cruise tuning-logs clean` drops what cannot be read).
+        w_lines, existing_w = _lines_as_written(folder / WORKLOAD_FILE)
+        r_lines, existing_r = _lines_as_written(folder / RECORD_FILE)
         index = {str(w[0]): i for i, w in enumerate(existing_w)
                  if isinstance(w, list) and w}  # keyed by the workload's structural hash
-        seen = {json.dumps(r, sort_keys=True) for r in existing_r}
-        r_lines = [json.dumps(r, separators=(",", ":")) for r in existing_r]
+        seen = {json.dumps(r, sort_keys=True) for r in existing_r if r is not None}
         added = 0
         for workload, records in workloads_and_records:
             wjson = workload.as_json()
@@ -381,6 +503,6 @@ def open_logs(tuning_logs, shipped_logs: bool, target, spec=None) -> Logs:
     dirs, use_shipped = resolve_log_dirs(tuning_logs, shipped_logs)
     roots = ([shipped_log_dir()] if use_shipped else []) + dirs
     skipped = Skipped()
-    host_db, host_opened, _ = load_host_database(roots, target, skipped)
+    host_db, host_opened, _ = host_records(roots, target, skipped)
     npu_records, npu_opened = load_npu_records(roots, spec, skipped) if spec else ({}, [])
     return Logs(host_db, npu_records, host_opened + npu_opened, use_shipped, skipped)
