@@ -301,7 +301,7 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     (conv,) = [f for f in kernels.functions.values() if isinstance(f, tirx.PrimFunc)]
     packed = plan[1] == "ff"
     assert [int(d) for d in conv.params[1].ty.shape] == \
-        ([4, 3, 3, 16, 8] if packed else [32, 16, 3, 3])  # [O/8][kh][kw][I][8] or OIHW
+        ([4, 16, 3, 3, 8] if packed else [32, 16, 3, 3])  # [O/8][I][kh][kw][8] or OIHW
     new = schedule_kernel(conv, target)
     script = new.script()
     # the register tile: `unrolled` x `vectors` accumulators, each a vector along `vectorized`
