@@ -391,8 +391,8 @@ def merge_host_records(root: Path, key: str, stamp: dict, workloads_and_records)
     lock, deduplicated, files rewritten atomically; returns the records added."""
     folder = root / "host" / key
     with locked(root):
-        # Lines are kept as they are, unreadable ones too (records name their workload by
-        # its line, and only `tvm-cruise tuning-logs clean` drops what cannot be read).
+        # Lines are kept as they are, unreadable ones too: records name their workload by
+        # its line (`tvm-cruise logs prune` is what drops unreadable records).
         w_lines, existing_w = _lines_as_written(folder / WORKLOAD_FILE)
         r_lines, existing_r = _lines_as_written(folder / RECORD_FILE)
         index = {str(w[0]): i for i, w in enumerate(existing_w)
