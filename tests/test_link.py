@@ -7,6 +7,7 @@ import pytest
 
 import tvm_cruise
 from tvm_cruise import link
+from tvm_cruise.errors import BuildError
 
 
 def _libraries(compiled):
@@ -52,8 +53,10 @@ def test_kernels_are_dealt_into_groups_of_at_least_two():
 @pytest.mark.parametrize("value", ["0", "two", "-1"])
 def test_bad_build_jobs_says_what_to_set(monkeypatch, value):
     monkeypatch.setenv("TVM_CRUISE_BUILD_JOBS", value)
-    with pytest.raises(ValueError, match="TVM_CRUISE_BUILD_JOBS=.*whole number of threads"):
+    with pytest.raises(BuildError, match="TVM_CRUISE_BUILD_JOBS=.*set a whole number >= 1"):
         link.build_jobs()
+    with pytest.raises(BuildError, match="TVM_CRUISE_BUILD_JOBS"):  # before any compiling
+        tvm_cruise.build("perception-cnn", target="llvm", verify=False)
 
 
 def test_build_jobs_default_follows_the_cpus(monkeypatch):

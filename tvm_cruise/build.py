@@ -22,7 +22,7 @@ from .errors import BuildError
 from .frontend import ImportedModel, load_model, op_counts
 from .backend import backend_for
 from .byoc.precision import check_layer_precision
-from .link import build_executable
+from .link import build_executable, build_jobs
 from .driver import AcceleratorStage, Compilation, verify_stage
 from .runtime import CompiledModel
 from .schedules.cpu import ATTR as DEFAULT_SCHEDULE_ATTR
@@ -215,6 +215,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
         raise BuildError(f"verify={verify!r}: use False, True (warn) or 'strict' (fail)")
 
     resolved = resolve_target(target, host=host, cuda_arch=cuda_arch)
+    jobs = build_jobs()  # a bad TVM_CRUISE_BUILD_JOBS fails here, not after the compile
     imported = model if isinstance(model, ImportedModel) else load_model(
         model, example_inputs, input_shapes=input_shapes, name=name)
     layer_precision = check_layer_precision(layer_precision)
@@ -271,7 +272,7 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     }
     compilation.mod = attach_metadata(compilation.mod, metadata)
     mod = compilation.run("finalize").mod
-    executable = build_executable(mod, tvm_target)
+    executable = build_executable(mod, tvm_target, jobs)
     logger.info("built %s for %s: %d/%d host kernels tuned", imported.name, resolved.name,
                 tuned, total)
     compiled = CompiledModel(executable, metadata)

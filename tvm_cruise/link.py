@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from . import env
 from .env import logger
+from .errors import BuildError
 
 _MAX_JOBS = 8
 _MIN_KERNELS_PER_JOB = 2  # a module of one PrimFunc gets an entry symbol; two would clash
@@ -36,8 +37,9 @@ def build_jobs() -> int:
         except ValueError:
             jobs = 0
         if jobs < 1:
-            raise ValueError(f"{env.BUILD_JOBS.name}={text!r}: give a whole number of threads "
-                             "(1 builds the host code in one module, as TVM does)")
+            raise BuildError(f"{env.BUILD_JOBS.name}={text!r} is not a number of threads: set "
+                             "a whole number >= 1 (1 builds the host code in one module, as "
+                             "TVM does) or unset it")
         return jobs
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
         (os.cpu_count() or 1)
