@@ -24,7 +24,7 @@ from .env import logger
 from .errors import BuildError
 
 _MAX_JOBS = 8
-_MIN_KERNELS_PER_JOB = 2  # a module of one PrimFunc gets an entry symbol; two would clash
+_MIN_KERNELS_PER_JOB = 2  # each LLVM module has a fixed cost (context, target machine, glue)
 
 
 def build_jobs() -> int:
