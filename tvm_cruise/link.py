@@ -109,8 +109,8 @@ def build_executable(mod, target, jobs: int | None = None):
     lib = libs[0]
     for other in libs[1:]:
         lib.import_module(other)
-    logger.debug("host code: %d kernels in %d modules built on %d threads",
-                 len(tir_mod.functions), len(groups), len(groups))
+    logger.debug("host code: %d kernels in %d modules, one thread each",
+                 len(tir_mod.functions), len(groups))
     params = dict(attrs.get("const_name_to_constant", {}))
     executable = internals._ffi_api.VMLink(builder, target, lib, ext_libs, params)
     return relax.VMExecutable(executable)

@@ -102,41 +102,41 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+_UNREADABLE = object()
+
+
+def _json_lines(path: Path) -> list[tuple[str, object]]:
+    """``[(line, parsed or _UNREADABLE)]`` of a JSON-lines file's non-empty lines; a missing
+    file is empty."""
+    if not path.is_file():
+        return []
+    out = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append((line, json.loads(line)))
+                except json.JSONDecodeError:
+                    out.append((line, _UNREADABLE))
+    return out
+
+
 def read_json_lines(path: Path, keep_places: bool = False) -> tuple[list, int]:
     """``(parsed lines, unreadable lines)``; a missing file is empty. ``keep_places``: an
     unreadable line stays in the list as None, so the others keep their indices (records
     name their workload by its line)."""
-    if not path.is_file():
-        return [], 0
-    good, bad = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                good.append(json.loads(line))
-            except json.JSONDecodeError:
-                bad += 1
-                if keep_places:
-                    good.append(None)
-    return good, bad
+    lines = _json_lines(path)
+    good = [None if value is _UNREADABLE else value for _, value in lines
+            if keep_places or value is not _UNREADABLE]
+    return good, sum(value is _UNREADABLE for _, value in lines)
 
 
 def _lines_as_written(path: Path) -> tuple[list[str], list]:
     """``(non-empty lines, each parsed or None)`` of a JSON-lines file."""
-    texts, parsed = [], []
-    if path.is_file():
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                line = line.strip()
-                if line:
-                    texts.append(line)
-                    try:
-                        parsed.append(json.loads(line))
-                    except json.JSONDecodeError:
-                        parsed.append(None)
-    return texts, parsed
+    lines = _json_lines(path)
+    return [text for text, _ in lines], \
+        [None if value is _UNREADABLE else value for _, value in lines]
 
 
 def read_stamp(folder: Path) -> dict | None:
@@ -288,9 +288,9 @@ class HostRecords:
     ``main``) scheduled by its best record, as MetaSchedule's database would pick it (the
     lowest mean run time among records of a structurally equal workload), or None."""
 
-    def __init__(self, by_hash: dict, count: int):
-        self._by_hash = by_hash
-        self.count = count
+    def __init__(self, by_hash: dict):
+        self._by_hash = {key: sorted(entries, key=lambda e: e.mean_secs)  # best first
+                         for key, entries in by_hash.items()}
         self._workloads: dict[int, object] = {}
 
     def _workload_mod(self, entry: _Entry):
@@ -306,7 +306,7 @@ class HostRecords:
         import tvm_ffi
 
         entries = self._by_hash.get(str(tvm_ffi.structural_hash(mod)), [])
-        for entry in sorted(entries, key=lambda e: e.mean_secs):
+        for entry in entries:
             workload = self._workload_mod(entry)
             if tvm_ffi.structural_equal(workload, mod):
                 return workload, entry.record[0]
@@ -331,7 +331,7 @@ class HostRecords:
 def host_records(roots: list[Path], target, skipped: Skipped):
     """``(HostRecords or None, folders opened, usable records)``: what builds use."""
     by_hash, opened, count = _usable_host_records(roots, target, skipped)
-    return (HostRecords(by_hash, count) if count else None), opened, count
+    return (HostRecords(by_hash) if count else None), opened, count
 
 
 def load_host_database(roots: list[Path], target, skipped: Skipped):
