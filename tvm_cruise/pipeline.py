@@ -66,9 +66,9 @@ def host_rewrites(mod, target, fast_math: bool = True):
     erf / tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
     Bindings keep their names (the report maps kernels back to ops through them)."""
     from .schedules.fastmath import fast_math as fast_math_rewrite
-    from .schedules.layout import pack_conv_weights
+    from .schedules.layout import pack_conv_weights, pack_matmul_weights
 
-    mod = pack_conv_weights(mod, target)
+    mod = pack_matmul_weights(pack_conv_weights(mod, target), target)
     return fast_math_rewrite(mod, target) if fast_math else mod
 
 
