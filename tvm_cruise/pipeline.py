@@ -67,8 +67,10 @@ def host_rewrites(mod, target, fast_math: bool = True):
     Bindings keep their names (the report maps kernels back to ops through them)."""
     from .schedules.fastmath import fast_math as fast_math_rewrite
     from .schedules.layout import pack_conv_weights, pack_matmul_weights
+    from .schedules.winograd import winograd_convs
 
-    mod = pack_matmul_weights(pack_conv_weights(mod, target), target)
+    mod = pack_conv_weights(winograd_convs(mod, target), target)
+    mod = pack_matmul_weights(mod, target)
     return fast_math_rewrite(mod, target) if fast_math else mod
 
 

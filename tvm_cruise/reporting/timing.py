@@ -58,8 +58,10 @@ def kernel_sites(host_module, target, fast_math: bool = True) -> list[KernelSite
         idx = op_id(value) if isinstance(value, relax.Call) else None
         return None if idx is None else f"{_TAG}{idx}"
 
-    tagged = rebuild_main(host_module, lambda bb, var, value, bound: None, rename=rename)
-    tagged = host_rewrites(tagged, target, fast_math)  # as host_kernels does; keeps names
+    ops_only = rebuild_main(host_module, lambda bb, var, value, bound: None, rename=rename)
+    # as host_kernels does; keeps names (a rewrite that adds kernels before an op's last
+    # one, a Winograd convolution's transforms, gets them owned by the op below)
+    tagged = host_rewrites(ops_only, target, fast_math)
     passes = library_dispatch_passes(target) + legalize_passes()
     cut = [p.info.name for p in passes].index("FuseOps")
     with target:
@@ -78,7 +80,7 @@ def kernel_sites(host_module, target, fast_math: bool = True) -> list[KernelSite
     for binding in _bindings(legal["main"]):
         if isinstance(binding.value, relax.Call) and binding.value.op.same_as(call_tir):
             unfused.setdefault(key(binding.value, {}), []).append(binding.var.name)
-    owner = _legalization_owners(tagged["main"], legal["main"], call_tir)
+    owner = _legalization_owners(ops_only["main"], legal["main"], call_tir)
 
     def match(call, alias: dict) -> str | None:
         names = unfused.get(key(call, alias))
@@ -128,9 +130,10 @@ def _bindings(func) -> list:
 
 
 def _legalization_owners(tagged_main, legal_main, call_tir) -> dict[str, str]:
-    """Kernels an op's legalization adds before its last one (a custom op's sampling
-    pass before its GEMM): their binding's name -> the op's tagged name, found by
-    following each new binding to the op binding that reads it."""
+    """Kernels an op's lowering adds before its last one (a custom op's sampling pass
+    before its GEMM, a Winograd convolution's transforms): their binding's name -> the
+    op's tagged name, found by following each new binding to the op binding that reads
+    it."""
     from tvm import relax
 
     before = {b.var.name for b in _bindings(tagged_main)}

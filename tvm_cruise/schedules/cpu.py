@@ -37,7 +37,9 @@ phase-split and kept apart, as the strided convolutions do; a phase-split interm
 is written in its new layout (contiguous stores) wherever the split leaves no padding.
 
 Every output element still accumulates its reduction in the same order as the
-unscheduled kernel, so results are bit-identical to TVM's default lowering. A step the
+unscheduled kernel, so results are bit-identical to TVM's default lowering. (The kernels
+of a convolution computed by Winograd, ``winograd.py``, are another algorithm: its
+transforms have schedules of their own there; its matrix products take this rule.) A step the
 kernel does not allow is skipped; a kernel the rule cannot schedule at all keeps TVM's
 lowering. Kernels scheduled from tuning records are left alone.
 """
@@ -600,6 +602,11 @@ def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
 def default_schedule(func: tirx.PrimFunc, target):
     """The default CPU schedule of ``func`` as a traced ``Schedule`` (its trace replays on
     the kernel: tuning jobs store it as a record where it beats the search), or None."""
+    from .winograd import input_schedule, output_schedule
+
+    transform = input_schedule(func, target) or output_schedule(func, target)
+    if transform is not None:  # a Winograd transform's own
+        return transform
     (lanes, tile), cores = vector_shape(target), core_count(target)
     blocked = _default_blocked(func, lanes, tile, cores)
     if blocked is not None:
