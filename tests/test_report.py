@@ -420,3 +420,32 @@ def test_value_tensors_follow_the_emitter_and_traced_dram_holds_every_layer():
     np.testing.assert_array_equal(dram[found[id(y1)]].reshape(-1), outs[1].reshape(-1))
     np.testing.assert_array_equal(dram[found[id(y3)]].reshape(-1), outs[0].reshape(-1))
     assert program.tensors[found[id(y2)]].kind == "scratch"
+
+
+def test_winograd_transforms_are_attributed_to_their_convolution():
+    """A convolution computed by Winograd runs as three host kernels (schedules.winograd):
+    the report puts all three on the convolution's op (the output transform also on the
+    epilogue fused into it), no call unmapped."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(64, 16, 1)).eval()
+    rep = tvm_cruise.report(model, "llvm", example_inputs=(torch.randn(1, 64, 16, 16),),
+                            repeat=1)
+    host = rep.performance["host"]
+    assert host["unmapped_calls"] == 0
+    wino = [k for k in host["kernels"] if "winograd" in k["symbol"]]
+    if not wino:
+        from tvm_cruise.autotune.host import prepared_host_module
+        from tvm_cruise.schedules.cpu import vector_shape
+
+        _, target, _ = prepared_host_module(model, "llvm",
+                                            example_inputs=(torch.randn(1, 64, 16, 16),))
+        assert vector_shape(target)[0] != 8  # used on AVX2 only
+        pytest.skip("Winograd is used on 8-lane (AVX2) CPUs only")
+    transforms = {tuple(k["ops"]) for k in wino if "output" not in k["symbol"]}
+    assert len(wino) == 3 and len(transforms) == 1
+    ((conv,),) = transforms  # the input transform and the products: the conv alone
+    (output,) = [k for k in wino if "output" in k["symbol"]]
+    assert conv in output["ops"]  # the output transform: the conv and its fused epilogue
+    names = {n["id"]: n for n in rep.data["graph"]["nodes"]}
+    assert "conv2d" in json.dumps(names[conv]).lower()
