@@ -258,6 +258,28 @@ def test_two_row_tiles_only_where_the_rows_share_an_operand():
     assert any("x 2 output rows" in label for label, _ in blocked_variants(conv, target))
 
 
+def _conv_relu_avx2(shape, weight, bias, stride=1, padding=1):
+    """``(module, its host kernels, target)``: relu(conv2d(x, weight) + bias) as a Relax
+    module, its kernels lowered for an 8-lane (AVX2) CPU."""
+    import tvm
+    from tvm import relax
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType(shape, "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride,
+                                           padding=padding))
+            y = bb.emit(relax.op.add(y, relax.const(bias)))
+            out = bb.emit_output(relax.op.nn.relu(y))
+        bb.emit_func_output(out)
+    mod = bb.get()
+    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # 8 lanes
+    with target:
+        kernels, _, _, _ = host_kernels(mod, target)
+    return mod, kernels, target
+
+
 @pytest.mark.parametrize("size, stride, plan", [
     (3, 1, (3, "ff", 1)),    # 3 columns of 8 AVX2 lanes: the whole row x 8 output channels
     (3, 2, (3, "ff", 1)),    # the same, strided
@@ -278,26 +300,11 @@ def test_narrow_rows_are_vectorized_over_packed_channels(size, stride, plan, mon
     original convolution."""
     import re
 
-    import tvm
-    from tvm import relax
-
-    from tvm_cruise.pipeline import host_kernels
-
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((32, 16, 3, 3)).astype("float32")
     bias = rng.standard_normal((1, 32, 1, 1)).astype("float32")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((1, 16, size * stride, size * stride), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), strides=stride, padding=1))
-            y = bb.emit(relax.op.add(y, relax.const(bias)))
-            out = bb.emit_output(relax.op.nn.relu(y))
-        bb.emit_func_output(out)
-    mod = bb.get()
-    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # 8 lanes
-    with target:
-        kernels, _, _, _ = host_kernels(mod, target)
+    mod, kernels, target = _conv_relu_avx2((1, 16, size * stride, size * stride), weight,
+                                           bias, stride=stride, padding=1)
     (conv,) = [f for f in kernels.functions.values() if isinstance(f, tirx.PrimFunc)]
     packed = plan[1] == "ff"
     assert [int(d) for d in conv.params[1].ty.shape] == \
@@ -391,24 +398,11 @@ def test_winograd_convolutions(channels, size, padding, batch, rewritten):
     3x3) on AVX2 (schedules.winograd): three kernels, the epilogue fused into the output
     transform, as accurate as the direct convolution against a float64 reference; others
     stay direct convolutions."""
-    import tvm
-    from tvm import relax
-
     rng = np.random.default_rng(2)
     weight = rng.standard_normal((channels, channels, 3, 3)).astype("float32")
     bias = rng.standard_normal((1, channels, 1, 1)).astype("float32")
-    bb = relax.BlockBuilder()
-    x = relax.Var("x", relax.TensorType((batch, channels, size, size), "float32"))
-    with bb.function("main", [x]):
-        with bb.dataflow():
-            y = bb.emit(relax.op.nn.conv2d(x, relax.const(weight), padding=padding))
-            y = bb.emit(relax.op.add(y, relax.const(bias)))
-            out = bb.emit_output(relax.op.nn.relu(y))
-        bb.emit_func_output(out)
-    mod = bb.get()
-    target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # 8 lanes
-    with target:
-        kernels, _, _, _ = host_kernels(mod, target)
+    mod, kernels, target = _conv_relu_avx2((batch, channels, size, size), weight, bias,
+                                           padding=padding)
     names = sorted(gv.name_hint for gv, f in kernels.functions.items()
                    if isinstance(f, tirx.PrimFunc))
     if rewritten:

@@ -41,6 +41,33 @@ from ..byoc.rewrite import rebuild_main
 from ..byoc.rules import is_constant, static_shape
 
 
+def cpu_lanes(target) -> int | None:
+    """fp32 lanes of a CPU (LLVM) host target's vectors; None for GPU and other targets
+    (the build-time rewrites here and in ``winograd.py`` are for CPU hosts only)."""
+    from .cpu import vector_shape
+
+    if "gpu" in target.keys or target.kind.name != "llvm":
+        return None
+    return vector_shape(target)[0]
+
+
+def plain_fp32_conv(value):
+    """``(data, weight)`` of an fp32 NCHW / OIHW, ungrouped ``relax.nn.conv2d`` by a
+    constant weight, else None."""
+    if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
+            value.op.name == "relax.nn.conv2d"):
+        return None
+    attrs = value.attrs
+    data, weight = value.args
+    if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
+            str(attrs.out_layout) != "NCHW" or int(attrs.groups) != 1 or \
+            not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
+            str(attrs.out_dtype) not in ("", "None", "void", "float32") or \
+            not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
+        return None
+    return data, weight
+
+
 def over_channels(out_width: int, out_channels: int, stride: int, lanes: int,
                   tile: int) -> bool:
     """Whether a convolution is better vectorized over output channels (module docstring):
@@ -88,22 +115,16 @@ def pack_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
     unchanged)."""
     from .cpu import vector_shape
 
-    if "gpu" in target.keys or target.kind.name != "llvm":
+    if cpu_lanes(target) is None:
         return mod
     lanes, tile = vector_shape(target)
 
     def rewrite(bb, var, value, bound):
-        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
-                value.op.name == "relax.nn.conv2d"):
+        conv = plain_fp32_conv(value)
+        if conv is None:
             return None
         attrs = value.attrs
-        data, weight = value.args
-        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
-                str(attrs.out_layout) != "NCHW" or int(attrs.groups) != 1 or \
-                not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
-                str(attrs.out_dtype) not in ("", "None", "void", "float32") or \
-                not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
-            return None
+        data, weight = conv
         out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
         if out is None or len(out) != 4 or static_shape(data.ty) is None or \
                 not over_channels(out[3], out[1], int(attrs.strides[1]), lanes, tile):
@@ -166,11 +187,7 @@ def pack_matmul_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
     default 4-row x 2-vector tile): the transformer's 128x256 @ 256x1024 843-943 -> 419-428
     us, 128x1024 @ 1024x256 752 -> 422, 128x256 @ 256x768 546 -> 268, 128x256 @ 256x256
     106 -> 85 us. Not measured on AVX-512, so left as it was there."""
-    from .cpu import vector_shape
-
-    if "gpu" in target.keys or target.kind.name != "llvm":
-        return mod
-    lanes, _ = vector_shape(target)
+    lanes = cpu_lanes(target)
     if lanes != 8:
         return mod
 

@@ -43,7 +43,8 @@ import tvm
 from tvm import relax, te, tirx, topi
 
 from ..byoc.rewrite import rebuild_main
-from ..byoc.rules import is_constant, static_shape
+from ..byoc.rules import static_shape
+from .layout import cpu_lanes, matmul_block, plain_fp32_conv
 
 TILE = 2    # output pixels per tile side
 POINTS = 4  # input pixels per tile side (TILE + 3 - 1)
@@ -140,35 +141,22 @@ def output_transform(m, out_h: int, out_w: int):
         name="winograd_output")
 
 
-def _block(out_channels: int, lanes: int) -> int:
-    return 2 * lanes if out_channels % (2 * lanes) == 0 else lanes
-
-
 def winograd_convs(mod: tvm.IRModule, target) -> tvm.IRModule:
     """``mod`` with every fp32 NCHW stride-1 3x3 convolution by a constant weight that
     :func:`applies` computed by the three Winograd kernels (module docstring); CPU
     (LLVM) targets with 8-lane vectors only, others unchanged."""
-    from .cpu import vector_shape
-
-    if "gpu" in target.keys or target.kind.name != "llvm":
-        return mod
-    lanes, _ = vector_shape(target)
+    lanes = cpu_lanes(target)
     if lanes != 8:
         return mod
 
     def rewrite(bb, var, value, bound):
-        if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
-                value.op.name == "relax.nn.conv2d"):
+        conv = plain_fp32_conv(value)
+        if conv is None:
             return None
         attrs = value.attrs
-        data, weight = value.args
-        if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
-                str(attrs.out_layout) != "NCHW" or int(attrs.groups) != 1 or \
-                [int(s) for s in attrs.strides] != [1, 1] or \
-                [int(d) for d in attrs.dilation] != [1, 1] or \
-                not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
-                str(attrs.out_dtype) not in ("", "None", "void", "float32") or \
-                not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
+        data, weight = conv
+        if [int(s) for s in attrs.strides] != [1, 1] or \
+                [int(d) for d in attrs.dilation] != [1, 1]:
             return None
         wshape = static_shape(weight.ty)
         out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
@@ -176,7 +164,7 @@ def winograd_convs(mod: tvm.IRModule, target) -> tvm.IRModule:
                 static_shape(data.ty) is None or \
                 not applies(wshape[1], wshape[0], out[2], out[3], lanes):
             return None
-        u = relax.const(transform_weight(weight.value.numpy(), _block(wshape[0], lanes)))
+        u = relax.const(transform_weight(weight.value.numpy(), matmul_block(wshape[0], lanes)))
         v = bb.emit(bb.call_te(input_transform, data,
                                padding=[int(p) for p in attrs.padding],
                                primfunc_name_hint=INPUT,
