@@ -180,8 +180,10 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     default_schedules
         CPU hosts: give every kernel no tuning record covers tvm-cruise's default schedule
         (threads over the outer loops, vectorized rows; bit-identical results, see
-        ``tvm_cruise.schedules.cpu``). ``False`` keeps TVM's unscheduled, single-threaded
-        lowering for them (``--no-default-schedules``).
+        ``tvm_cruise.schedules.cpu``; on AVX2, stride-1 3x3 convolutions where it pays run
+        as Winograd, ``tvm_cruise.schedules.winograd``). ``False`` keeps TVM's
+        unscheduled, single-threaded lowering for them and computes every convolution
+        directly (``--no-default-schedules``).
     fast_math
         CPU hosts: compute float32 exp, erf, tanh, sigmoid, SiLU, softmax and GELU from
         vectorizable polynomial forms (at most 3.4e-7 relative error, NaN and infinities

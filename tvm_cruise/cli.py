@@ -447,7 +447,8 @@ def make_parser() -> argparse.ArgumentParser:
                    help="fail, listing every op that would fall back to the host and why")
     p.add_argument("--no-default-schedules", action="store_true",
                    help="leave CPU kernels without a tuning record unscheduled "
-                        "(TVM's single-threaded lowering) instead of tvm-cruise's default")
+                        "(TVM's single-threaded lowering) instead of tvm-cruise's default, "
+                        "every convolution computed directly (no Winograd)")
     p.add_argument("--exact-math", action="store_true",
                    help="CPU hosts: keep TVM's libm exp/erf/tanh (one call per element) "
                         "instead of vectorized polynomial forms (<= 3.4e-7 relative error)")

@@ -233,8 +233,10 @@ class Compilation:
         database = self.database
         if database is None and self.logs is not None:
             database = self.logs.host_db
-        self.mod, total, tuned, failed = host_kernels(self.mod, self.target, database,
-                                                   fast_math=self.fast_math)
+        # without default schedules, convolutions stay TVM's direct ones (no Winograd)
+        self.mod, total, tuned, failed = host_kernels(
+            self.mod, self.target, database, fast_math=self.fast_math,
+            winograd=self.default_schedules)
         self.kernels = (total, tuned, failed)
 
     def _schedule(self) -> None:

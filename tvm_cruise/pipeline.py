@@ -60,34 +60,37 @@ def legalize_passes() -> list:
     ]
 
 
-def host_rewrites(mod, target, fast_math: bool = True):
+def host_rewrites(mod, target, fast_math: bool = True, winograd: bool = True):
     """The Relax rewrites of the host part before legalization (CPU hosts): the weights of
-    convolutions vectorized over output channels packed (``schedules.layout``), and, with ``fast_math``, exp /
-    erf / tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
+    convolutions vectorized over output channels and (AVX2) of dense layers packed
+    (``schedules.layout``); with ``winograd``, stride-1 3x3 convolutions that pay computed
+    by Winograd F(2x2, 3x3) (AVX2; ``schedules.winograd``); with ``fast_math``, exp / erf /
+    tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
     Bindings keep their names (the report maps kernels back to ops through them)."""
     from .schedules.fastmath import fast_math as fast_math_rewrite
     from .schedules.layout import pack_conv_weights, pack_matmul_weights
     from .schedules.winograd import winograd_convs
 
-    mod = pack_conv_weights(winograd_convs(mod, target), target)
-    mod = pack_matmul_weights(mod, target)
+    if winograd:
+        mod = winograd_convs(mod, target)
+    mod = pack_matmul_weights(pack_conv_weights(mod, target), target)
     return fast_math_rewrite(mod, target) if fast_math else mod
 
 
-def host_kernels(mod, target, database=None, fast_math: bool = True):
+def host_kernels(mod, target, database=None, fast_math: bool = True, winograd: bool = True):
     """Legalize and fuse the host part, then apply tuned records kernel by kernel.
 
-    Convolutions vectorized over output channels read weights packed at build time first
-    (``schedules.layout``), and, with ``fast_math``, exp / erf / tanh and the ops made of
-    them are computed from vectorizable polynomial forms (``schedules.fastmath``), so
-    tuning jobs and builds see the same kernels.
+    The host rewrites come first (:func:`host_rewrites`: packed weights, Winograd
+    convolutions, fast math), so tuning jobs and builds see the same kernels.
+    ``winograd=False`` (builds with ``default_schedules=False``) computes every
+    convolution directly, as TVM lowers it.
 
     Returns ``(module, kernels, tuned, records that failed to apply)``. Tuning jobs call
     it without a database to extract exactly the kernels a build will look up.
     """
     from .schedules.apply import apply_database
 
-    mod = host_rewrites(mod, target, fast_math)
+    mod = host_rewrites(mod, target, fast_math, winograd)
     mod = run_passes(mod, library_dispatch_passes(target) + legalize_passes())
     total, _ = count_kernels(mod)
     tuned, failed = 0, []

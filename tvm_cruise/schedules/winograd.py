@@ -34,6 +34,7 @@ products' reductions too short for their 8 MB of output), hence ``MIN_CHANNELS``
 ResNet-18's 256 channels on 14x14 (1466-1498 -> ~1437 us: 4 MB of transformed weight
 streamed for 49 tiles), hence ``MAX_WEIGHT_BYTES``; fewer tiles than a few register
 tiles of rows, ``MIN_TILES``. Only on 8-lane CPU targets (AVX2), the only ones measured.
+Builds with ``default_schedules=False`` keep TVM's direct convolution.
 """
 
 from __future__ import annotations
