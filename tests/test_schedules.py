@@ -391,7 +391,8 @@ def test_dense_weights_are_packed_in_column_blocks(shape, n, block, monkeypatch)
     (80, 18, 0, 1, True),     # no padding (16x16 output); channels not a multiple of 16
     (32, 16, 1, 1, False),    # too few input channels for the products to pay
     (64, 8, 1, 1, False),     # too few tiles (16)
-    (256, 16, 1, 1, False),   # 2.3 MB of transformed weight: a weight stream, left direct
+    (64, 14, 1, 1, True),     # 49 tiles: the products' reduction swept in chunks
+    (512, 16, 1, 1, False),   # 16 MB of transformed weight: a weight stream, left direct
 ])
 def test_winograd_convolutions(channels, size, padding, batch, rewritten):
     """A stride-1 3x3 convolution with enough channels and tiles runs as Winograd F(2x2,
@@ -407,9 +408,14 @@ def test_winograd_convolutions(channels, size, padding, batch, rewritten):
                    if isinstance(f, tirx.PrimFunc))
     if rewritten:
         assert names == ["fused_winograd_output_add_relu", "winograd_gemm", "winograd_input"]
+        from tvm_cruise.schedules.winograd import CHUNKED_TILES
+
         for gv, func in kernels.functions.items():  # each has a schedule of its own kind
             if isinstance(func, tirx.PrimFunc):
-                assert schedule_kernel(func, target) is not None, gv.name_hint
+                script = schedule_kernel(func, target).script()
+                if gv.name_hint == "winograd_gemm":  # few tiles: reduction in chunks
+                    tiles = ((size + 2 * padding - 1) // 2) ** 2  # per image
+                    assert ("rc_0" in script) == (tiles < CHUNKED_TILES), script
     else:
         assert not any("winograd" in n for n in names), names
     data = rng.standard_normal((batch, channels, size, size)).astype("float32")

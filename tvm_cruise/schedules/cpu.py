@@ -602,10 +602,11 @@ def schedule_kernel(func: tirx.PrimFunc, target) -> tirx.PrimFunc | None:
 def default_schedule(func: tirx.PrimFunc, target):
     """The default CPU schedule of ``func`` as a traced ``Schedule`` (its trace replays on
     the kernel: tuning jobs store it as a record where it beats the search), or None."""
-    from .winograd import input_schedule, output_schedule
+    from .winograd import gemm_schedule, input_schedule, output_schedule
 
-    transform = input_schedule(func, target) or output_schedule(func, target)
-    if transform is not None:  # a Winograd transform's own
+    transform = input_schedule(func, target) or gemm_schedule(func, target) or \
+        output_schedule(func, target)
+    if transform is not None:  # a Winograd kernel's own
         return transform
     (lanes, tile), cores = vector_shape(target), core_count(target)
     blocked = _default_blocked(func, lanes, tile, cores)

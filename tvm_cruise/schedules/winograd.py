@@ -31,9 +31,10 @@ process, alternating with the direct build): ResNet-18's 64-channel convolutions
 24.71 -> 21.50 ms. The perception CNN's 64->128 on 32x64 1981 -> 1506 us. Where it does
 not: 32 input channels (the perception CNN's 32->64 on 64x128: 2011 -> 3434 us, the
 products' reductions too short for their 8 MB of output), hence ``MIN_CHANNELS``;
-ResNet-18's 256 channels on 14x14 (1466-1498 -> ~1437 us: 4 MB of transformed weight
-streamed for 49 tiles), hence ``MAX_WEIGHT_BYTES``; fewer tiles than a few register
-tiles of rows, ``MIN_TILES``. Only on 8-lane CPU targets (AVX2), the only ones measured.
+ResNet-18's 7x7 stage (16 tiles, 16 MB of transformed weight), hence ``MIN_TILES`` and
+``MAX_WEIGHT_BYTES``. Its 256 channels on 14x14 (49 tiles, 4 MB) pay only with the
+products' reduction in chunks (``CHUNKED_TILES``): 1466-1498 us direct, ~1437 without
+chunks, products 1322 -> 953 us with them. Only on 8-lane CPU targets (AVX2), the only ones measured.
 Builds with ``default_schedules=False`` keep TVM's direct convolution.
 """
 
@@ -56,7 +57,7 @@ _AT = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], "float64")
 # Least tiles per image for the transform to pay (the matrix products' rows), and most
 # bytes of transformed weight (16/9 the weight's); measured, see the module docstring.
 MIN_TILES = 32
-MAX_WEIGHT_BYTES = 2 << 20
+MAX_WEIGHT_BYTES = 4 << 20
 MIN_CHANNELS = 64
 
 INPUT, GEMM, OUTPUT = "winograd_input", "winograd_gemm", "winograd_output"
@@ -172,7 +173,7 @@ def winograd_convs(mod: tvm.IRModule, target) -> tvm.IRModule:
                                primfunc_attrs={KERNEL_ATTR: INPUT, "op_pattern": _OPAQUE}),
                     f"{var.name}_{INPUT}")
         m = bb.emit(bb.call_te(gemm, v, u, primfunc_name_hint=GEMM,
-                               primfunc_attrs={"op_pattern": _OPAQUE}),
+                               primfunc_attrs={KERNEL_ATTR: GEMM, "op_pattern": _OPAQUE}),
                     f"{var.name}_{GEMM}")
         call = bb.call_te(output_transform, m, out_h=out[2], out_w=out[3],
                           primfunc_name_hint=OUTPUT,
@@ -222,6 +223,29 @@ def _input_schedule(func: tirx.PrimFunc):
     loops = sch.get_loops(pad)
     sch.parallel(sch.fuse(loops[0], loops[1]))
     return sch
+
+
+# Fewer tiles than this: the products sweep their reduction in chunks (measured on an AMD
+# EPYC, znver3, min of 5 interleaved rounds: ResNet-18's 14x14 stage, 49 tiles, 1322 ->
+# 953 us with chunks of 16; its 28x28 and 56x56 ones, 196 and 784 tiles, 772 -> 902 and
+# 649 -> 715 us, so not there).
+CHUNKED_TILES = 64
+_CHUNK = 16
+
+
+def gemm_schedule(func: tirx.PrimFunc, target):
+    """The default schedule of a ``winograd_gemm`` kernel with few tiles (the register-
+    blocked rule, its reduction in chunks: :data:`CHUNKED_TILES`), or None (the plain rule
+    applies)."""
+    from .cpu import _default_blocked, core_count, vector_shape
+
+    if func.attrs is None or str(func.attrs.get(KERNEL_ATTR, "")) != GEMM:
+        return None
+    tiles = int(func.params[0].ty.shape[-1])  # V[e1][e2][n][c][tiles]
+    if tiles >= CHUNKED_TILES:
+        return None
+    (lanes, tile), cores = vector_shape(target), core_count(target)
+    return _default_blocked(func, lanes, tile, cores, _CHUNK)
 
 
 def output_schedule(func: tirx.PrimFunc, target):
