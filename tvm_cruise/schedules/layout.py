@@ -26,6 +26,10 @@ and 1972 -> 1894, the perception CNN's strided 3x3 convolutions 1438 -> 1410 and
   32x64 1280 -> 1121 us). Not measured on AVX-512, so left as it was there.
 
 Other rows of whole vectors keep their OIHW weight (packed, they measured no faster).
+
+On AVX2, dense layers (matmuls by a constant 2-D weight) read it packed in blocks of
+columns, ``[N / 16][K][16]`` (:func:`pack_matmul_weights`), and ``winograd.py`` packs its
+transformed weights the same way.
 The convolution is the same sum in the same order (input channel, kernel row, kernel
 column) as TOPI's ``conv2d_nchw``, so results stay bit-identical to TVM's lowering of the
 original convolution.
