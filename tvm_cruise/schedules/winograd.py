@@ -77,9 +77,9 @@ def applies(in_channels: int, out_channels: int, out_h: int, out_w: int, lanes: 
 def transform_weight(weight: np.ndarray, block: int) -> np.ndarray:
     """OIHW [K][C][3][3] -> ``U`` (``G w G^T`` per channel pair, in float64) packed
     [16][K / block][C][block], float32."""
-    u = np.einsum("ax,kcxy,by->abck", _G, weight.astype("float64"), _G)
     k, c = weight.shape[:2]
-    u = u.reshape(POINTS * POINTS, c, k // block, block).transpose(0, 2, 1, 3)
+    u = _G @ weight.astype("float64") @ _G.T  # [K][C][4][4], two small matmuls per pair
+    u = u.reshape(k // block, block, c, POINTS * POINTS).transpose(3, 0, 2, 1)
     return np.ascontiguousarray(u).astype("float32")
 
 
