@@ -55,9 +55,18 @@ def cpu_lanes(target) -> int | None:
     return vector_shape(target)[0]
 
 
-def plain_fp32_conv(value):
-    """``(data, weight)`` of an fp32 NCHW / OIHW, ungrouped ``relax.nn.conv2d`` by a
-    constant weight, else None."""
+def _fp32_by_constant(value, data, weight) -> bool:
+    """Whether ``value`` (a conv2d or matmul) takes an fp32 ``data`` and a constant fp32
+    ``weight`` and gives fp32."""
+    return is_constant(weight) and str(weight.ty.dtype) == "float32" and \
+        str(value.attrs.out_dtype) in ("", "None", "void", "float32") and \
+        isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"
+
+
+def static_fp32_conv(var, value):
+    """``(data, weight, output shape)`` of an fp32 NCHW / OIHW, ungrouped
+    ``relax.nn.conv2d`` by a constant weight with static shapes bound to ``var``, else
+    None."""
     if not (isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) and
             value.op.name == "relax.nn.conv2d"):
         return None
@@ -65,12 +74,12 @@ def plain_fp32_conv(value):
     data, weight = value.args
     if str(attrs.data_layout) != "NCHW" or str(attrs.kernel_layout) != "OIHW" or \
             str(attrs.out_layout) != "NCHW" or int(attrs.groups) != 1 or \
-            not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
-            str(attrs.out_dtype) not in ("", "None", "void", "float32") or \
-            not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
+            not _fp32_by_constant(value, data, weight):
         return None
-    return data, weight
-
+    out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
+    if out is None or len(out) != 4 or static_shape(data.ty) is None:
+        return None
+    return data, weight, out
 
 def over_channels(out_width: int, out_channels: int, stride: int, lanes: int,
                   tile: int) -> bool:
@@ -124,14 +133,12 @@ def pack_conv_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
     lanes, tile = vector_shape(target)
 
     def rewrite(bb, var, value, bound):
-        conv = plain_fp32_conv(value)
+        conv = static_fp32_conv(var, value)
         if conv is None:
             return None
+        data, weight, out = conv
         attrs = value.attrs
-        data, weight = conv
-        out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
-        if out is None or len(out) != 4 or static_shape(data.ty) is None or \
-                not over_channels(out[3], out[1], int(attrs.strides[1]), lanes, tile):
+        if not over_channels(out[3], out[1], int(attrs.strides[1]), lanes, tile):
             return None
         packed = relax.const(pack_weight(weight.value.numpy(), lanes))
         call = bb.call_te(conv2d_packed, data, packed,
@@ -200,10 +207,7 @@ def pack_matmul_weights(mod: tvm.IRModule, target) -> tvm.IRModule:
                 value.op.name == "relax.matmul"):
             return None
         data, weight = value.args
-        out_dtype = str(value.attrs.out_dtype)
-        if not is_constant(weight) or str(weight.ty.dtype) != "float32" or \
-                out_dtype not in ("", "None", "void", "float32") or \
-                not (isinstance(data.ty, relax.TensorType) and str(data.ty.dtype) == "float32"):
+        if not _fp32_by_constant(value, data, weight):
             return None
         shape, wshape = static_shape(data.ty), static_shape(weight.ty)
         if shape is None or wshape is None or len(wshape) != 2 or len(shape) < 2 or \

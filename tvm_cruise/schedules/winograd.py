@@ -48,7 +48,7 @@ from tvm import relax, te, tirx, topi
 
 from ..byoc.rewrite import rebuild_main
 from ..byoc.rules import static_shape
-from .layout import cpu_lanes, matmul_block, plain_fp32_conv
+from .layout import cpu_lanes, matmul_block, pack_matmul_weight, static_fp32_conv
 
 TILE = 2    # output pixels per tile side
 POINTS = 4  # input pixels per tile side (TILE + 3 - 1)
@@ -68,19 +68,19 @@ KERNEL_ATTR = "tvm_cruise.winograd"
 
 def applies(in_channels: int, out_channels: int, out_h: int, out_w: int, lanes: int) -> bool:
     """Whether a stride-1 3x3 convolution of these sizes is computed by Winograd."""
-    tiles = -(-out_h // TILE) * -(-out_w // TILE)
+    th, tw = _tiles(out_h, out_w)
     weight_bytes = POINTS * POINTS * in_channels * out_channels * 4
     return lanes == 8 and in_channels >= MIN_CHANNELS and out_channels % lanes == 0 and \
-        tiles >= MIN_TILES and weight_bytes <= MAX_WEIGHT_BYTES
+        th * tw >= MIN_TILES and weight_bytes <= MAX_WEIGHT_BYTES
 
 
 def transform_weight(weight: np.ndarray, block: int) -> np.ndarray:
     """OIHW [K][C][3][3] -> ``U`` (``G w G^T`` per channel pair, in float64) packed
-    [16][K / block][C][block], float32."""
+    [16][K / block][C][block] (each [C][K] matrix as a dense layer's weight), float32."""
     k, c = weight.shape[:2]
     u = _G @ weight.astype("float64") @ _G.T  # [K][C][4][4], two small matmuls per pair
-    u = u.reshape(k // block, block, c, POINTS * POINTS).transpose(3, 0, 2, 1)
-    return np.ascontiguousarray(u).astype("float32")
+    u = u.reshape(k, c, POINTS * POINTS).transpose(2, 1, 0)  # 16 matrices [C][K]
+    return np.stack([pack_matmul_weight(m, block) for m in u]).astype("float32")
 
 
 def _coefficient(matrix: np.ndarray, row, col):
@@ -155,18 +155,15 @@ def winograd_convs(mod: tvm.IRModule, target) -> tvm.IRModule:
         return mod
 
     def rewrite(bb, var, value, bound):
-        conv = plain_fp32_conv(value)
+        conv = static_fp32_conv(var, value)
         if conv is None:
             return None
+        data, weight, out = conv
         attrs = value.attrs
-        data, weight = conv
-        if [int(s) for s in attrs.strides] != [1, 1] or \
-                [int(d) for d in attrs.dilation] != [1, 1]:
-            return None
         wshape = static_shape(weight.ty)
-        out = static_shape(var.ty) if isinstance(var.ty, relax.TensorType) else None
-        if wshape is None or tuple(wshape[2:]) != (3, 3) or out is None or len(out) != 4 or \
-                static_shape(data.ty) is None or \
+        if [int(s) for s in attrs.strides] != [1, 1] or \
+                [int(d) for d in attrs.dilation] != [1, 1] or \
+                wshape is None or tuple(wshape[2:]) != (3, 3) or \
                 not applies(wshape[1], wshape[0], out[2], out[3], lanes):
             return None
         u = relax.const(transform_weight(weight.value.numpy(), matmul_block(wshape[0], lanes)))
