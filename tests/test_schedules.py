@@ -258,7 +258,7 @@ def test_two_row_tiles_only_where_the_rows_share_an_operand():
     assert any("x 2 output rows" in label for label, _ in blocked_variants(conv, target))
 
 
-def _conv_relu_avx2(shape, weight, bias, stride=1, padding=1):
+def _conv_relu_avx2(shape, weight, bias, stride=1, padding=1, fast_math=True):
     """``(module, its host kernels, target)``: relu(conv2d(x, weight) + bias) as a Relax
     module, its kernels lowered for an 8-lane (AVX2) CPU."""
     import tvm
@@ -276,7 +276,7 @@ def _conv_relu_avx2(shape, weight, bias, stride=1, padding=1):
     mod = bb.get()
     target = tvm.target.Target({"kind": "llvm", "num-cores": 2, "mcpu": "haswell"})  # 8 lanes
     with target:
-        kernels, _, _, _ = host_kernels(mod, target)
+        kernels, _, _, _ = host_kernels(mod, target, fast_math=fast_math)
     return mod, kernels, target
 
 
@@ -385,41 +385,57 @@ def test_dense_weights_are_packed_in_column_blocks(shape, n, block, monkeypatch)
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
 
 
-@pytest.mark.parametrize("channels, size, padding, batch, rewritten", [
-    (64, 16, 1, 1, True),     # 64 tiles of 2x2
-    (64, 15, 1, 2, True),     # an odd output: the last tiles cropped; a batch of 2
-    (80, 18, 0, 1, True),     # no padding (16x16 output); channels not a multiple of 16
-    (32, 16, 1, 1, False),    # too few input channels for the products to pay
-    (64, 8, 1, 1, False),     # too few tiles (16)
-    (64, 14, 1, 1, True),     # 49 tiles: the products' reduction swept in chunks
-    (512, 16, 1, 1, False),   # 16 MB of transformed weight: a weight stream, left direct
+@pytest.mark.parametrize("channels, size, padding, batch, fast_math, variant", [
+    (64, 16, 1, 1, True, 2),      # 64 tiles of 2x2 (16 of 4x4: too few for F(4x4))
+    (64, 15, 1, 2, True, 2),      # an odd output: the last tiles cropped; a batch of 2
+    (80, 18, 0, 1, True, 2),      # no padding (16x16 output); channels not a multiple of 16
+    (32, 16, 1, 1, True, None),   # too few tiles for F(4x4), too few channels for F(2x2)
+    (32, 24, 1, 1, True, 4),      # 32 channels pay with F(4x4)
+    (32, 24, 1, 1, False, None),  # ... not with F(2x2)
+    (64, 8, 1, 1, True, None),    # too few tiles (16)
+    (64, 14, 1, 1, True, 2),      # 49 tiles of 256 KB products: reduction swept in chunks
+    (512, 16, 1, 1, True, None),  # 16 MB of transformed weight: a weight stream, left direct
+    (64, 24, 1, 1, True, 4),      # 36 tiles of 4x4: F(4x4, 3x3) with fast math
+    (64, 23, 1, 2, True, 4),      # F(4x4) with cropped last tiles, a batch of 2
+    (64, 24, 1, 1, False, 2),     # exact math keeps F(2x2, 3x3)
 ])
-def test_winograd_convolutions(channels, size, padding, batch, rewritten):
-    """A stride-1 3x3 convolution with enough channels and tiles runs as Winograd F(2x2,
-    3x3) on AVX2 (schedules.winograd): three kernels, the epilogue fused into the output
-    transform, as accurate as the direct convolution against a float64 reference; others
-    stay direct convolutions."""
+def test_winograd_convolutions(channels, size, padding, batch, fast_math, variant):
+    """A stride-1 3x3 convolution with enough channels and tiles runs as Winograd on AVX2
+    (schedules.winograd): F(4x4, 3x3) where it pays with fast math (the default), else
+    F(2x2, 3x3); three kernels, the epilogue fused into the output transform. F(2x2) is as
+    accurate as the direct convolution against a float64 reference, F(4x4) within 16x its
+    error (its transforms multiply by up to 8 and 1/24; measured 4-8x); others stay direct
+    convolutions."""
+    from tvm_cruise.schedules.winograd import CHUNKED_TILES, CHUNKED_WEIGHT_BYTES, searchable
+
     rng = np.random.default_rng(2)
     weight = rng.standard_normal((channels, channels, 3, 3)).astype("float32")
     bias = rng.standard_normal((1, channels, 1, 1)).astype("float32")
     mod, kernels, target = _conv_relu_avx2((batch, channels, size, size), weight, bias,
-                                           padding=padding)
+                                           padding=padding, fast_math=fast_math)
     names = sorted(gv.name_hint for gv, f in kernels.functions.items()
                    if isinstance(f, tirx.PrimFunc))
-    if rewritten:
+    if variant:
         assert names == ["fused_winograd_output_add_relu", "winograd_gemm", "winograd_input"]
-        from tvm_cruise.schedules.winograd import CHUNKED_TILES
-
+        points = variant + 2
         for gv, func in kernels.functions.items():  # each has a schedule of its own kind
             if isinstance(func, tirx.PrimFunc):
+                assert int(func.params[0].ty.shape[0]) in (batch, points ** 2, points)
                 script = schedule_kernel(func, target).script()
-                if gv.name_hint == "winograd_gemm":  # few tiles: reduction in chunks
-                    tiles = ((size + 2 * padding - 1) // 2) ** 2  # per image
-                    assert ("rc_0" in script) == (tiles < CHUNKED_TILES), script
+                if gv.name_hint == "winograd_gemm":  # few tiles, large products: chunks
+                    tiles = (-(-(size + 2 * padding - 2) // variant)) ** 2  # per image
+                    assert int(func.params[0].ty.shape[-1]) == tiles * 1
+                    chunked = tiles < CHUNKED_TILES and \
+                        channels * channels * 4 >= CHUNKED_WEIGHT_BYTES
+                    assert ("rc_0" in script) == chunked, script
+                if gv.name_hint == "winograd_input":
+                    assert int(func.params[1].ty.shape[0]) == points
+                # tuning jobs search all but F(4x4)'s transforms (own schedules only)
+                assert searchable(func) == (variant == 2 or gv.name_hint == "winograd_gemm")
     else:
         assert not any("winograd" in n for n in names), names
     data = rng.standard_normal((batch, channels, size, size)).astype("float32")
-    got = tvm_cruise.build(mod, "llvm", tuning_logs=False).run(data)
+    got = tvm_cruise.build(mod, "llvm", tuning_logs=False, fast_math=fast_math).run(data)
     ref = torch.relu(torch.nn.functional.conv2d(
         torch.from_numpy(data).double(), torch.from_numpy(weight).double(),
         torch.from_numpy(bias.ravel()).double(), 1, padding)).numpy()
@@ -428,8 +444,9 @@ def test_winograd_convolutions(channels, size, padding, batch, rewritten):
         padding)).numpy()
     scale = np.abs(ref).max()
     # as accurate as a float32 direct convolution (PyTorch's), within a small factor
-    assert np.abs(got - ref).max() <= max(4 * np.abs(direct - ref).max(), 1e-6 * scale)
-    if rewritten:  # opting out of the default schedules keeps TVM's direct convolution
+    factor = 16 if variant == 4 else 4
+    assert np.abs(got - ref).max() <= max(factor * np.abs(direct - ref).max(), 1e-6 * scale)
+    if variant:  # opting out of the default schedules keeps TVM's direct convolution
         plain = tvm_cruise.build(mod, "llvm", tuning_logs=False, default_schedules=False)
         assert plain.metadata["tuning"]["host_kernels"] == 1
         assert np.abs(plain.run(data) - ref).max() <= 1e-5 * scale

@@ -187,8 +187,11 @@ def build(model: Any, target: Any = "cruise-npu", *, example_inputs: Any = None,
     fast_math
         CPU hosts: compute float32 exp, erf, tanh, sigmoid, SiLU, softmax and GELU from
         vectorizable polynomial forms (at most 3.4e-7 relative error, NaN and infinities
-        kept; see ``tvm_cruise.schedules.fastmath``). ``False`` (``--exact-math``) keeps
-        TVM's libm calls, one per element.
+        kept; see ``tvm_cruise.schedules.fastmath``) and, on AVX2, let 3x3 convolutions
+        run as Winograd F(4x4, 3x3) where it pays (a few times a direct float32
+        convolution's rounding error; ``tvm_cruise.schedules.winograd``). ``False``
+        (``--exact-math``) keeps TVM's libm calls, one per element, and F(2x2, 3x3), as
+        accurate as the direct convolution.
     verify
         Run every offloaded function's NPU program in the simulator and TVM's fp32 host
         build of the same function on seeded inputs, and report each function whose error

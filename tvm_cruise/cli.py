@@ -451,7 +451,8 @@ def make_parser() -> argparse.ArgumentParser:
                         "every convolution computed directly (no Winograd)")
     p.add_argument("--exact-math", action="store_true",
                    help="CPU hosts: keep TVM's libm exp/erf/tanh (one call per element) "
-                        "instead of vectorized polynomial forms (<= 3.4e-7 relative error)")
+                        "instead of vectorized polynomial forms (<= 3.4e-7 relative error), "
+                        "and Winograd F(2x2) instead of the less accurate F(4x4) (AVX2)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip checking each NPU function (simulated) against TVM's fp32 host "
                         "build of it on seeded inputs (on by default)")
@@ -570,7 +571,8 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--retune", action="store_true", help="tune again what the log has")
     p.add_argument("--exact-math", action="store_true",
                    help="tune the kernels of builds made with --exact-math (libm exp/erf/"
-                        "tanh): records match the kernels they were tuned on")
+                        "tanh, Winograd F(2x2) only): records match the kernels they were "
+                        "tuned on")
     p.add_argument("--workers", type=int, help="parallel local builders (default: cores)")
     p.add_argument("--rpc-tracker", metavar="HOST:PORT",
                    help="measure on remote boards through TVM's RPC tracker")

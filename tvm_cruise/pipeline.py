@@ -64,7 +64,8 @@ def host_rewrites(mod, target, fast_math: bool = True, winograd: bool = True):
     """The Relax rewrites of the host part before legalization (CPU hosts): the weights of
     convolutions vectorized over output channels and (AVX2) of dense layers packed
     (``schedules.layout``); with ``winograd``, stride-1 3x3 convolutions that pay computed
-    by Winograd F(2x2, 3x3) (AVX2; ``schedules.winograd``); with ``fast_math``, exp / erf /
+    by Winograd (AVX2; ``schedules.winograd``; F(4x4, 3x3) only with ``fast_math``, else
+    F(2x2, 3x3)); with ``fast_math``, exp / erf /
     tanh and the ops made of them in polynomial forms (``schedules.fastmath``).
     Bindings keep their names (the report maps kernels back to ops through them)."""
     from .schedules.fastmath import fast_math as fast_math_rewrite
@@ -72,7 +73,7 @@ def host_rewrites(mod, target, fast_math: bool = True, winograd: bool = True):
     from .schedules.winograd import winograd_convs
 
     if winograd:
-        mod = winograd_convs(mod, target)
+        mod = winograd_convs(mod, target, fast_math)
     mod = pack_matmul_weights(pack_conv_weights(mod, target), target)
     return fast_math_rewrite(mod, target) if fast_math else mod
 

@@ -25,6 +25,7 @@ from typing import Callable
 from ..env import logger
 from ..errors import BuildError
 from ..schedules import records as store
+from ..schedules.winograd import searchable
 from .builder import PooledBuilder
 
 
@@ -261,7 +262,8 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
             budget = budgets[i]
             progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
                      f"{budget} trials ...")
-            records = _search(task, budget, builder, runner, seed, quiet)
+            records = _search(task, budget, builder, runner, seed, quiet) \
+                if searchable(task.dispatched[0]["main"]) else []  # own schedules only
             keep = _keep_faster(task, tvm_target, records, builder, runner, result)
             if keep:
                 report.new_records += store.write_host_records(

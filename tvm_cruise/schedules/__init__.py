@@ -7,8 +7,8 @@
   (vectorized over output channels by ``cpu``) and, on AVX2, for dense layers (blocks of
   columns, one contiguous stream per register tile).
 - ``winograd``: stride-1 3x3 convolutions with enough channels and tiles as Winograd
-  F(2x2, 3x3) on AVX2 (weight transformed at build time; input transform, 16 matrix
-  products, output transform with the epilogue fused).
+  F(4x4, 3x3) (fast math) or F(2x2, 3x3) on AVX2 (weight transformed at build time; input
+  transform, 36 or 16 matrix products, output transform with the epilogue fused).
 
 - ``records``: the tuning-log store (layout, stamps, locking, robust reading; host records
   keyed by CPU target, NPU tilings by spec hash) and ``open_logs`` for builds;
