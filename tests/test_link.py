@@ -28,7 +28,9 @@ def test_host_code_built_on_threads_runs_the_same(monkeypatch, tmp_path):
         if jobs == "2":
             path = art.export_library(tmp_path / "split.so")
             reloaded = tvm_cruise.load(path).run(**inputs)
-    assert counts["1"] == ["llvm"] and counts["2"] == ["llvm", "llvm"]
+    # 2 threads take several modules in turn (link._GROUPS_PER_JOB per thread)
+    assert counts["1"] == ["llvm"] and set(counts["2"]) == {"llvm"}
+    assert 2 < len(counts["2"]) <= 2 * link._GROUPS_PER_JOB
     np.testing.assert_array_equal(outputs["2"], outputs["1"])
     np.testing.assert_array_equal(reloaded, outputs["1"])
 
