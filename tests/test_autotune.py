@@ -716,3 +716,22 @@ def test_shipped_host_records_load_for_their_cpu_and_stay_quiet_elsewhere():
         art = tvm_cruise.build("perception-cnn", target="llvm")
         tuning = art.metadata["tuning"]
         assert tuning["tuned_kernels"] == tuning["host_kernels"] and not tuning["skipped"]
+
+
+def test_parsed_record_files_are_reused_only_while_unchanged(tmp_path):
+    """A build reads the host record files through a per-process cache of parsed lines
+    (records._read_json_lines_cached): the same file is parsed once, and a file rewritten
+    in place or replaced (a tuning job's write_atomic), even with the same size, is read
+    again."""
+    path = tmp_path / "lines.json"
+    store.write_atomic(path, '[1, "a"]\n[2, "b"]\n')
+    first = store._read_json_lines_cached(path)
+    assert first == ([[1, "a"], [2, "b"]], 0)
+    assert store._read_json_lines_cached(path) is first  # not parsed again
+    store.write_atomic(path, '[1, "c"]\n[2, "d"]\n')  # same size, another file
+    assert store._read_json_lines_cached(path) == ([[1, "c"], [2, "d"]], 0)
+    with open(path, "w") as f:  # rewritten in place, one line damaged
+        f.write('[1, "e"]\n[2, "f"\n')
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # coarse mtime clocks
+    assert store._read_json_lines_cached(path) == ([[1, "e"]], 1)
+    assert store._read_json_lines_cached(tmp_path / "missing.json") == ([], 0)
