@@ -397,6 +397,7 @@ def test_dense_weights_are_packed_in_column_blocks(shape, n, block, monkeypatch)
     (512, 16, 1, 1, True, None),  # 16 MB of transformed weight: a weight stream, left direct
     (64, 24, 1, 1, True, 4),      # 36 tiles of 4x4: F(4x4, 3x3) with fast math
     (64, 23, 1, 2, True, 4),      # F(4x4) with cropped last tiles, a batch of 2
+    (32, 44, 1, 1, True, 4),      # rows of 11 tiles: no vector divides them, input scalar
     (64, 24, 1, 1, False, 2),     # exact math keeps F(2x2, 3x3)
 ])
 def test_winograd_convolutions(channels, size, padding, batch, fast_math, variant):
@@ -430,6 +431,11 @@ def test_winograd_convolutions(channels, size, padding, batch, fast_math, varian
                     assert ("rc_0" in script) == chunked, script
                 if gv.name_hint == "winograd_input":
                     assert int(func.params[1].ty.shape[0]) == points
+                    if variant == 4:  # over a vector of a row's tiles where one divides it
+                        from tvm_cruise.schedules.cpu import _row_block
+
+                        row = -(-(size + 2 * padding - 2) // 4)
+                        assert ("T.vectorized" in script) == (_row_block(row, 8) is not None)
                 # tuning jobs search all but F(4x4)'s transforms (own schedules only)
                 assert searchable(func) == (variant == 2 or gv.name_hint == "winograd_gemm")
     else:
