@@ -735,3 +735,31 @@ def test_parsed_record_files_are_reused_only_while_unchanged(tmp_path):
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))  # coarse mtime clocks
     assert store._read_json_lines_cached(path) == ([[1, "e"]], 1)
     assert store._read_json_lines_cached(tmp_path / "missing.json") == ([], 0)
+
+
+def test_winograd_transforms_are_measured_without_a_search(tmp_path):
+    """A tuning job does not run MetaSchedule's search on F(4x4)'s input and output
+    transforms (schedules.winograd.searchable: the search spent minutes in TVM's passes on
+    them); it measures tvm-cruise's own schedules and says so; the products are searched."""
+    from tvm_cruise.schedules.cpu import vector_shape
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.ReLU()).eval()
+    x = torch.randn(1, 32, 24, 24)  # 36 tiles of 4x4
+    lines: list[str] = []
+    from tvm_cruise.autotune.host import prepared_host_module
+
+    _, target, _ = prepared_host_module(model, "llvm", example_inputs=(x,))
+    if vector_shape(target)[0] != 8:
+        pytest.skip("Winograd is used on 8-lane (AVX2) CPUs only")
+    start = time.perf_counter()
+    report = tune_host(model, "llvm", tmp_path, trials=4, example_inputs=(x,),
+                       progress=lines.append)
+    assert time.perf_counter() - start < 300, lines  # (a search here ran for 10+ minutes)
+    said = {t.name: [line for line in lines if f"] {t.name}: " in line] for t in report.tasks}
+    assert set(said) == {"winograd_input", "winograd_gemm", "fused_winograd_output_add_relu"}, said
+    for name, text in said.items():
+        searched = name == "winograd_gemm"
+        assert any("no search for this kernel" in line for line in text) != searched, text
+        assert any("trials ..." in line for line in text) == searched, text
+    transforms = [t for t in report.tasks if t.name != "winograd_gemm"]
+    assert all(t.trials == 0 and t.status == "default" for t in transforms), transforms

@@ -260,10 +260,11 @@ def tune_host(model, target, log_dir, *, trials: int = 64, time_budget: float | 
                 result.status = "not reached"
                 continue
             budget = budgets[i]
-            progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: tuning "
-                     f"{budget} trials ...")
-            records = _search(task, budget, builder, runner, seed, quiet) \
-                if searchable(task.dispatched[0]["main"]) else []  # own schedules only
+            search = searchable(task.dispatched[0]["main"])
+            progress(f"{_bar(planned_done, planned)} [{n}/{len(tasks)}] {task.task_name}: " +
+                     (f"tuning {budget} trials ..." if search else
+                      "measuring tvm-cruise's own schedules (no search for this kernel) ..."))
+            records = _search(task, budget, builder, runner, seed, quiet) if search else []
             keep = _keep_faster(task, tvm_target, records, builder, runner, result)
             if keep:
                 report.new_records += store.write_host_records(
