@@ -128,11 +128,6 @@ def choose(in_channels: int, out_channels: int, out_h: int, out_w: int, lanes: i
         _pays(F2, in_channels, out_channels, out_h, out_w, MIN_TILES) else None
 
 
-def applies(in_channels: int, out_channels: int, out_h: int, out_w: int, lanes: int) -> bool:
-    """Whether a stride-1 3x3 convolution of these sizes is computed by Winograd."""
-    return choose(in_channels, out_channels, out_h, out_w, lanes) is not None
-
-
 def transform_weight(weight: np.ndarray, block: int, variant: Variant = F2) -> np.ndarray:
     """OIHW [K][C][3][3] -> ``U`` (``G w G^T`` per channel pair, in float64) packed
     [points^2][K / block][C][block] (each [C][K] matrix as a dense layer's weight),
@@ -294,11 +289,8 @@ def winograd_convs(mod: tvm.IRModule, target, fast_math: bool = True) -> tvm.IRM
             return None
         u = relax.const(transform_weight(weight.value.numpy(), matmul_block(wshape[0], lanes),
                                          variant))
-        # (F(2x2)'s kernels are called exactly as before F(4x4) existed: their tuning
-        # records key on the kernels' structure)
-        tile = {} if variant is F2 else {"tile": variant.tile}
         v = bb.emit(bb.call_te(input_transform, data,
-                               padding=[int(p) for p in attrs.padding], **tile,
+                               padding=[int(p) for p in attrs.padding], tile=variant.tile,
                                primfunc_name_hint=INPUT,
                                primfunc_attrs={KERNEL_ATTR: INPUT, "op_pattern": _OPAQUE}),
                     f"{var.name}_{INPUT}")
@@ -367,7 +359,7 @@ def _input_schedule(func: tirx.PrimFunc):
         from .cpu import _row_block
 
         lanes = _row_block(tw, 8)
-        if lanes is not None and lanes > 1:
+        if lanes is not None:
             return _vector_input_schedule(sch, block, pad, (e1, e2, n, c, ty, tx), tile,
                                           lanes)
     sch.reorder(n, c, ty, tx, e1, e2, *reduce)
@@ -475,11 +467,7 @@ def _output_schedule(sch, block, lanes: int):
     if int(sch.get(k).extent) % lanes:
         return None
     out = sch.cache_write(block, 0, "local")
-    root = sch.get_sblock("root")
-    keep = {sch.get(block).name_hint, sch.get(out).name_hint}
-    for other in reversed(list(sch.get_child_blocks(root))):
-        if sch.get(other).name_hint not in keep:
-            sch.reverse_compute_inline(other)  # the epilogue: bias, activation, residual
+    _inline_epilogue(sch, block, out)
     ty, i = sch.split(y, [None, F2.tile])
     tx, j = sch.split(x, [None, F2.tile])
     ko, ki = sch.split(k, [None, lanes])
@@ -497,6 +485,15 @@ def _output_schedule(sch, block, lanes: int):
     return sch
 
 
+def _inline_epilogue(sch, *keep) -> None:
+    """Inline every block but ``keep`` into the output transform: the convolution's
+    epilogue (bias, activation, residual), applied as the transform's outputs are written."""
+    names = {sch.get(b).name_hint for b in keep}
+    for other in reversed(list(sch.get_child_blocks(sch.get_sblock("root")))):
+        if sch.get(other).name_hint not in names:
+            sch.reverse_compute_inline(other)
+
+
 def _separable_output_schedule(sch, block, lanes: int):
     """F(4x4)'s output transform: per tile and vector of output channels, ``A^T M`` (the
     rows' stage, its loops unrolled) then, row by row of the tile, ``(A^T M) A`` with the
@@ -505,11 +502,7 @@ def _separable_output_schedule(sch, block, lanes: int):
     if int(sch.get(k).extent) % lanes:
         return None
     rows = sch.get_sblock(OUTPUT_ROWS)
-    root = sch.get_sblock("root")
-    keep = {sch.get(block).name_hint, sch.get(rows).name_hint}
-    for other in reversed(list(sch.get_child_blocks(root))):
-        if sch.get(other).name_hint not in keep:
-            sch.reverse_compute_inline(other)  # the epilogue: bias, activation, residual
+    _inline_epilogue(sch, block, rows)
     tile = int(sch.get(rows).writes[0].source.ty.shape[2])  # [n][tiles][tile][P][K]
     ty, i = sch.split(y, [None, tile])
     tx, j = sch.split(x, [None, tile])
